@@ -1,0 +1,221 @@
+"""What `Client` and `AsyncClient` share: configuration, validation and the httpx glue, no I/O."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar
+
+import httpx
+
+from ._call import Call, Send, check_deadline, check_max_response_bytes
+from ._exceptions import ClientClosedError, InvalidTypeError, InvalidValueError
+from ._prompt import Messages, flatten_messages
+from ._protocol import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_SECRET,
+    DEFAULT_USER_AGENT,
+    Settings,
+)
+from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, check_max_retries
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["DEFAULT_DEADLINE", "DEFAULT_TIMEOUT", "BaseClient", "CallOptions"]
+
+#: An answer is generated before anything is sent back, so reads wait long (others use 60 s or
+#: more); a host that does not accept a connection in 10 s is not going to.
+DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
+#: The most one call may take, retries and their sleeps included.
+DEFAULT_DEADLINE = 300.0
+
+
+class CallOptions(TypedDict, total=False):
+    """The per-call options of `stream()` and `ask()`; each one left out takes its default.
+
+    Attributes:
+        model: Sent as the body's `model` field (for example `"gpt-4o-mini"`); left out by
+            default, as gpt4free does.
+        search: Sent as the body's `searchEnabled` field (web search, with citations); left out
+            by default.
+        include_system: Keep system and developer messages in the prompt (default `True`).
+        assistant_suffix: End a multi-message prompt with `\\nAssistant:` (default `True`).
+        max_retries: Overrides the client's `max_retries` for this call.
+        retry_policy: Overrides the client's `retry_policy` for this call.
+        timeout: Overrides the client's `timeout` for this call.
+        deadline: Overrides the client's `deadline` for this call; `None` for no deadline.
+    """
+
+    model: str | None
+    search: bool | None
+    include_system: bool
+    assistant_suffix: bool
+    max_retries: int
+    retry_policy: RetryPolicy
+    timeout: float | httpx.Timeout
+    deadline: float | None
+
+
+_CALL_OPTIONS = frozenset(CallOptions.__annotations__)
+_HTTP = TypeVar("_HTTP", httpx.Client, httpx.AsyncClient)
+
+
+class BaseClient(Generic[_HTTP]):
+    """Configuration shared by `Client` and `AsyncClient`.
+
+    Args:
+        base_url: The service's URL. Default: `PIZZAGPT_BASE_URL` from the environment, else
+            `https://www.pizzagpt.it`.
+        secret: The `x-secret` header. Default: `PIZZAGPT_SECRET`, else `"Marinara"`.
+        timeout: The most any single wait may take, in seconds (connect, write, read, pool), or
+            an `httpx.Timeout`. Default: 120 s, 10 s to connect.
+        deadline: The most one call may take, retries and sleeps included, in seconds; `None`
+            for no limit. Default: 300 s.
+        max_retries: Retries after the first attempt. Default: 2.
+        retry_policy: Delays between attempts. Default: `RetryPolicy()`.
+        proxy: A proxy URL (or `httpx.Proxy`) for the client's own connection pool.
+        headers: Extra request headers.
+        user_agent: The `user-agent` header. Default: a desktop Chrome, as gpt4free sends.
+        max_response_bytes: The largest response body accepted. Default: 4 MiB.
+        http_client: Your own httpx client, used as it is (with its own proxy, TLS and limits)
+            and never closed by the SDK.
+
+    Raises:
+        InvalidTypeError: An argument has the wrong type.
+        InvalidValueError: An argument has a value the SDK cannot use.
+    """
+
+    _http_class: type[_HTTP]
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        secret: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        deadline: float | None = DEFAULT_DEADLINE,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_policy: RetryPolicy | None = None,
+        proxy: str | httpx.Proxy | None = None,
+        headers: Mapping[str, str] | None = None,
+        user_agent: str = DEFAULT_USER_AGENT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        http_client: _HTTP | None = None,
+    ) -> None:
+        self._settings = Settings(
+            base_url=base_url or os.environ.get("PIZZAGPT_BASE_URL") or DEFAULT_BASE_URL,
+            secret=secret or os.environ.get("PIZZAGPT_SECRET") or DEFAULT_SECRET,
+            user_agent=user_agent,
+            headers=headers or {},
+        )
+        self._timeout = _check_timeout(timeout)
+        self._deadline = check_deadline(deadline)
+        self._max_retries = check_max_retries(max_retries)
+        self._retry_policy = _check_policy(retry_policy)
+        self._max_response_bytes = check_max_response_bytes(max_response_bytes)
+        if http_client is None:
+            self._http: _HTTP = self._http_class(proxy=proxy, timeout=self._timeout)
+            self._owns_http = True
+        elif not isinstance(http_client, self._http_class):
+            raise InvalidTypeError(
+                f"http_client must be an httpx.{self._http_class.__name__}, "
+                f"not {type(http_client).__name__}"
+            )
+        elif proxy is not None:
+            raise InvalidValueError("give the proxy to your own http_client, not to the SDK")
+        else:
+            self._http = http_client
+            self._owns_http = False
+
+    @property
+    def base_url(self) -> str:
+        """The service's base URL."""
+        return self._settings.base_url
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the client has been closed."""
+        return self._http.is_closed
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def _start(self, messages: Messages, options: CallOptions) -> tuple[Call, httpx.Timeout]:
+        """Validate everything and prepare the call, before anything is sent."""
+        unknown = options.keys() - _CALL_OPTIONS
+        if unknown:
+            raise InvalidTypeError(
+                f"unexpected option(s) {sorted(unknown)}; the options are {sorted(_CALL_OPTIONS)}"
+            )
+        if self._http.is_closed:
+            raise ClientClosedError("this client is closed: create a new one")
+        prompt = flatten_messages(
+            messages,
+            include_system=options.get("include_system", True),
+            assistant_suffix=options.get("assistant_suffix", True),
+        )
+        request = self._settings.build_request(
+            prompt, model=options.get("model"), search=options.get("search")
+        )
+        call = Call(
+            request,
+            clock=time.monotonic,
+            now=time.time,
+            random=random.random,
+            max_retries=options.get("max_retries", self._max_retries),
+            retry_policy=options.get("retry_policy", self._retry_policy),
+            deadline=options.get("deadline", self._deadline),
+            max_response_bytes=self._max_response_bytes,
+        )
+        timeout = _check_timeout(options["timeout"]) if "timeout" in options else self._timeout
+        return call, timeout
+
+
+def build_request(
+    http: httpx.Client | httpx.AsyncClient, send: Send, timeout: httpx.Timeout
+) -> httpx.Request:
+    """Convert the core's request into httpx's, no single wait longer than the deadline allows."""
+    if send.timeout is not None:
+        cap = send.timeout
+        timeout = httpx.Timeout(
+            connect=_capped(timeout.connect, cap),
+            read=_capped(timeout.read, cap),
+            write=_capped(timeout.write, cap),
+            pool=_capped(timeout.pool, cap),
+        )
+    request = send.request
+    return http.build_request(
+        request.method, request.url, headers=request.headers, content=request.body, timeout=timeout
+    )
+
+
+def is_timeout(error: httpx.RequestError) -> bool:
+    """Whether httpx's error is a timeout (the core tells timeouts from other failures)."""
+    return isinstance(error, httpx.TimeoutException)
+
+
+def _capped(value: float | None, cap: float) -> float:
+    return cap if value is None else min(value, cap)
+
+
+def _check_timeout(value: object) -> httpx.Timeout:
+    if isinstance(value, httpx.Timeout):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidTypeError(
+            f"timeout must be a number of seconds or an httpx.Timeout, not {value!r}"
+        )
+    if not value > 0:
+        raise InvalidValueError(f"timeout must be more than 0 seconds, not {value}")
+    return httpx.Timeout(float(value))
+
+
+def _check_policy(value: object) -> RetryPolicy:
+    if value is None:
+        return RetryPolicy()
+    if not isinstance(value, RetryPolicy):
+        raise InvalidTypeError(f"retry_policy must be a RetryPolicy, not {type(value).__name__}")
+    return value

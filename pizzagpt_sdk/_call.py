@@ -1,0 +1,338 @@
+"""One call to PizzaGPT as a state machine: every decision, no I/O.
+
+A driver (the SDK's `Client` and `AsyncClient`, or your own over any HTTP library) loops:
+
+```python
+call = Call(request, clock=time.monotonic, now=time.time, random=random.random)
+while not isinstance(action := call.next_action(), Done):
+    if isinstance(action, Sleep):
+        time.sleep(action.seconds)
+    elif isinstance(action, Send):
+        ...  # send action.request; then call.response_received(status, headers),
+        # or call.transport_failed(exc, timeout=...) if it could not be sent
+    else:  # Receive
+        ...  # read the next body chunk; then yield from call.data_received(chunk),
+        # at the end yield from call.body_ended(), or call.transport_failed(exc, ...)
+```
+
+`next_action()` raises the call's final error when there is nothing more to try. The driver
+closes the response whenever the action is not `Receive`: the call may give up on a body early
+(too large, an error body read far enough, the deadline gone).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ._exceptions import (
+    APIConnectionError,
+    APITimeoutError,
+    InvalidTypeError,
+    InvalidValueError,
+    PizzaGPTError,
+)
+from ._models import Answer, FinishReason
+from ._protocol import DEFAULT_MAX_RESPONSE_BYTES, Event, Request, ResponseReader
+from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, check_max_retries, is_retryable
+
+__all__ = ["Action", "Call", "Done", "Receive", "Send", "Sleep", "collect"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Send:
+    """Send `request`; no single wait (connect, write, read, pool) may exceed `timeout`.
+
+    Attributes:
+        request: The request to send.
+        timeout: What is left of the call's deadline, in seconds, or `None` without one.
+        attempt: 1 for the first attempt, 2 for the first retry, …
+    """
+
+    request: Request
+    timeout: float | None
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait `seconds` before the next attempt.
+
+    Attributes:
+        seconds: How long to wait.
+    """
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    """Read the next chunk of the response body and feed it to the call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The call succeeded and every event has been handed out: close the response."""
+
+
+#: What `Call.next_action()` asks the driver to do.
+Action = Send | Sleep | Receive | Done
+
+_RECEIVE = Receive()
+_DONE = Done()
+
+
+class _State(enum.Enum):
+    READY = enum.auto()  #: the next action is to send
+    SENT = enum.auto()  #: waiting for response_received() or transport_failed()
+    RECEIVING = enum.auto()  #: reading the body
+    FAILED = enum.auto()  #: the attempt failed; retry or raise
+    DONE = enum.auto()  #: the call succeeded
+
+
+class Call:
+    """One call: sends, reads, retries and gives up as the policy says.
+
+    Args:
+        request: The request to send (see `Settings.build_request`).
+        clock: A monotonic clock in seconds, for the deadline (`time.monotonic`).
+        now: The current Unix time, to read `Retry-After` dates (`time.time`).
+        random: Random numbers in [0, 1), for the jitter (`random.random`).
+        max_retries: How many times to retry after the first attempt.
+        retry_policy: The delays between attempts.
+        deadline: The most the whole call may take, retries and sleeps included, in seconds;
+            `None` for no limit.
+        max_response_bytes: The largest response body accepted.
+
+    Raises:
+        InvalidTypeError: An argument has the wrong type.
+        InvalidValueError: `max_retries` is negative, or `deadline` or `max_response_bytes`
+            is not positive.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        *,
+        clock: Callable[[], float],
+        now: Callable[[], float],
+        random: Callable[[], float],
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_policy: RetryPolicy | None = None,
+        deadline: float | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise InvalidTypeError(
+                f"retry_policy must be a RetryPolicy, not {type(retry_policy).__name__}"
+            )
+        self.request = request
+        self._clock = clock
+        self._now = now
+        self._random = random
+        self._max_retries = check_max_retries(max_retries)
+        self._policy = retry_policy or RetryPolicy()
+        self._deadline = check_deadline(deadline)
+        self._max_bytes = check_max_response_bytes(max_response_bytes)
+        self._deadline_at = None if deadline is None else clock() + deadline
+        self._state = _State.READY
+        self._attempts = 0
+        self._reader: ResponseReader | None = None
+        self._error: PizzaGPTError | None = None
+        self._retryable = False
+        self._delivered = False
+
+    @property
+    def attempts(self) -> int:
+        """How many attempts have been sent so far."""
+        return self._attempts
+
+    def next_action(self) -> Action:
+        """What the driver must do next.
+
+        Returns:
+            `Send`, `Receive`, `Sleep` or, once the call has succeeded, `Done`.
+
+        Raises:
+            PizzaGPTError: The call failed and will not be retried: the last attempt's error,
+                or `APITimeoutError` when the deadline ran out.
+        """
+        if self._state is _State.RECEIVING and self._remaining() == 0.0:
+            self._fail(self._deadline_error(), retryable=False)
+        if self._state is _State.FAILED:
+            delay = self._retry_delay()
+            assert self._error is not None
+            if delay is None:
+                raise self._error
+            self._state = _State.READY
+            if delay > 0:
+                return Sleep(delay)
+        if self._state is _State.READY:
+            remaining = self._remaining()
+            if remaining == 0.0:
+                error = self._deadline_error()
+                self._fail(error, retryable=False)
+                raise error
+            self._attempts += 1
+            self._state = _State.SENT
+            return Send(request=self.request, timeout=remaining, attempt=self._attempts)
+        if self._state is _State.RECEIVING:
+            return _RECEIVE
+        if self._state is _State.DONE:
+            return _DONE
+        raise RuntimeError("after Send, call response_received() or transport_failed() first")
+
+    def response_received(self, status_code: int, headers: Iterable[tuple[str, str]]) -> None:
+        """Tell the call the response's status line and headers arrived.
+
+        Args:
+            status_code: The HTTP status code.
+            headers: The response headers as (name, value) pairs.
+        """
+        self._expect(_State.SENT, "response_received")
+        try:
+            self._reader = ResponseReader(
+                url=self.request.url,
+                status_code=status_code,
+                headers=headers,
+                max_bytes=self._max_bytes,
+                now=self._now(),
+            )
+        except PizzaGPTError as error:
+            self._fail(error, retryable=False)
+        else:
+            self._state = _State.RECEIVING
+
+    def data_received(self, data: bytes) -> list[Event]:
+        """Feed the next chunk of the body.
+
+        Returns:
+            The events it completes, to hand to the caller in order.
+        """
+        self._expect(_State.RECEIVING, "data_received")
+        assert self._reader is not None
+        try:
+            return self._delivering(self._reader.feed(data))
+        except PizzaGPTError as error:
+            self._fail(error, retryable=is_retryable(error))
+            return []
+
+    def body_ended(self) -> list[Event]:
+        """Tell the call the body is complete.
+
+        Returns:
+            The remaining events, ending with the `FinishReason` when the call succeeded.
+        """
+        self._expect(_State.RECEIVING, "body_ended")
+        assert self._reader is not None
+        try:
+            events = self._reader.end()
+        except PizzaGPTError as error:
+            self._fail(error, retryable=is_retryable(error))
+            return []
+        self._state = _State.DONE
+        return self._delivering(events)
+
+    def transport_failed(self, cause: BaseException, *, timeout: bool) -> None:
+        """Tell the call the request could not be sent or the body could not be read.
+
+        Args:
+            cause: The HTTP library's exception; it becomes the SDK error's `__cause__`.
+            timeout: Whether it was a timeout.
+        """
+        if self._state not in (_State.SENT, _State.RECEIVING):
+            raise RuntimeError("transport_failed() is only valid after Send or Receive")
+        url = self.request.url
+        what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        if timeout:
+            error: APIConnectionError = APITimeoutError(
+                f"timed out talking to {url} ({what})", url=url
+            )
+        elif self._state is _State.SENT:
+            error = APIConnectionError(f"could not reach {url} ({what})", url=url)
+        else:
+            error = APIConnectionError(
+                f"the connection to {url} broke before the answer was complete ({what})", url=url
+            )
+        error.__cause__ = cause
+        self._fail(error, retryable=True)
+
+    def _delivering(self, events: list[Event]) -> list[Event]:
+        # Once a chunk has reached the caller, a retry would repeat it: never retry after that.
+        self._delivered = self._delivered or bool(events)
+        return events
+
+    def _fail(self, error: PizzaGPTError, *, retryable: bool) -> None:
+        self._error = error
+        self._retryable = retryable
+        self._state = _State.FAILED
+        self._reader = None
+
+    def _retry_delay(self) -> float | None:
+        if not self._retryable or self._delivered or self._attempts > self._max_retries:
+            return None
+        delay = self._policy.delay(
+            self._attempts, getattr(self._error, "retry_after", None), self._random()
+        )
+        remaining = self._remaining()
+        if delay is None or (remaining is not None and delay >= remaining):
+            return None  # a retry could not finish in time: the real error says more
+        return delay
+
+    def _remaining(self) -> float | None:
+        if self._deadline_at is None:
+            return None
+        return max(0.0, self._deadline_at - self._clock())
+
+    def _deadline_error(self) -> APITimeoutError:
+        error = APITimeoutError(
+            f"the call's deadline of {self._deadline:g} s ran out after {self._attempts} "
+            f"attempt(s) to {self.request.url}",
+            url=self.request.url,
+        )
+        error.__cause__ = self._error
+        return error
+
+    def _expect(self, state: _State, method: str) -> None:
+        if self._state is not state:
+            raise RuntimeError(f"{method}() is not valid now (the call is {self._state.name})")
+
+
+def check_deadline(value: object) -> float | None:
+    """Validate a `deadline` argument: `None` or a positive number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidTypeError(f"deadline must be a number of seconds or None, not {value!r}")
+    if not value > 0 or math.isnan(value):
+        raise InvalidValueError(f"deadline must be more than 0 seconds, not {value}")
+    return float(value)
+
+
+def check_max_response_bytes(value: object) -> int:
+    """Validate a `max_response_bytes` argument."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError(f"max_response_bytes must be an int, not {value!r}")
+    if value <= 0:
+        raise InvalidValueError(f"max_response_bytes must be more than 0, not {value}")
+    return value
+
+
+def collect(events: Iterable[Event]) -> Answer:
+    """Collect a stream's events into an `Answer`.
+
+    Raises:
+        InvalidValueError: The events hold no `FinishReason` (the stream was not finished).
+    """
+    texts: list[str] = []
+    finish: FinishReason | None = None
+    for event in events:
+        if isinstance(event, FinishReason):
+            finish = event
+        else:
+            texts.append(event)
+    if finish is None:
+        raise InvalidValueError("the stream ended without a FinishReason")
+    return Answer(text="".join(texts), finish_reason=finish)

@@ -1,0 +1,51 @@
+"""The values a call produces: the stream's terminal `FinishReason` and the collected `Answer`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Answer", "FinishReason"]
+
+
+@dataclass(frozen=True, slots=True)
+class FinishReason:
+    """The last item of every successful stream: why the answer ended, and what came with it.
+
+    Two finish reasons are equal when all their fields are: `FinishReason("stop") ==
+    FinishReason("stop")`.
+
+    Attributes:
+        reason: `"stop"` when the answer is complete, `"refusal"` when the model refused.
+        citations: The sources the answer cites (with web search), in the order given.
+        refusal: The model's refusal message, or `None`.
+    """
+
+    reason: str
+    citations: tuple[str, ...] = ()
+    refusal: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """A whole answer, as `ask()` returns it. `str(answer)` is its text.
+
+    Attributes:
+        text: The answer's text (empty when the model refused).
+        finish_reason: The stream's terminal `FinishReason`.
+    """
+
+    text: str
+    finish_reason: FinishReason
+
+    @property
+    def citations(self) -> tuple[str, ...]:
+        """The sources the answer cites (with web search)."""
+        return self.finish_reason.citations
+
+    @property
+    def refusal(self) -> str | None:
+        """The model's refusal message, or `None`. A refusal is an answer, not an error."""
+        return self.finish_reason.refusal
+
+    def __str__(self) -> str:
+        return self.text

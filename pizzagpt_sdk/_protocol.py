@@ -1,0 +1,442 @@
+"""PizzaGPT's wire protocol, without I/O: the request to send and the reading of the response.
+
+The source of truth is ../shared/protocol.md. The request is exactly what gpt4free's final
+`Pizzagpt` provider sends; the reader accepts both response shapes seen since 2023 and turns every
+other outcome into a typed error that shows what arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+from ._exceptions import (
+    APIStatusError,
+    InternalServerError,
+    InvalidResponseError,
+    InvalidTypeError,
+    InvalidValueError,
+    MisuseDetectedError,
+    RateLimitError,
+    SecretRejectedError,
+)
+from ._models import FinishReason
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_SECRET",
+    "DEFAULT_USER_AGENT",
+    "ENDPOINT_PATH",
+    "Event",
+    "Request",
+    "ResponseReader",
+    "Settings",
+    "parse_retry_after",
+]
+
+#: One item of a stream: a chunk of the answer's text, or the terminal `FinishReason`.
+Event: TypeAlias = str | FinishReason
+
+DEFAULT_BASE_URL = "https://www.pizzagpt.it"
+#: The endpoint since 2023-11 (it was `/api/chat-completion` before).
+ENDPOINT_PATH = "/api/chatx-completion"
+#: The secret every client has sent since mid-2023, in the `x-secret` header.
+DEFAULT_SECRET = "Marinara"
+#: The user agent gpt4free's final provider sends.
+DEFAULT_USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/127.0.0.0 Safari/537.36"
+)
+#: A response body larger than this is refused rather than buffered without bound.
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+# An error body is read this far for its excerpt; the rest is not worth the wait.
+_ERROR_BODY_LIMIT = 64 * 1024
+_EXCERPT_CHARS = 300
+# protocol.md: match the start case-insensitively; the casing after the first words varies.
+_MISUSE_PREFIX = "misuse detected"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """An HTTP request to send, independent of any HTTP library.
+
+    Attributes:
+        method: The HTTP method, always `"POST"`.
+        url: The absolute URL.
+        headers: The headers, in order, names in lower case.
+        body: The body, JSON encoded as bytes.
+    """
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Where and how to reach PizzaGPT; validated when built.
+
+    Args:
+        base_url: The service's scheme and host (and an optional path prefix).
+        secret: The `x-secret` header's value.
+        user_agent: The `user-agent` header's value.
+        headers: Extra headers, sent after the protocol's own; one with the same name (in any
+            case) replaces the protocol's.
+
+    Raises:
+        InvalidValueError: The base URL is not an http(s) URL with a host, or a header value is
+            empty or holds a line break or a non-ASCII character.
+        InvalidTypeError: A value is not a string.
+    """
+
+    base_url: str = DEFAULT_BASE_URL
+    secret: str = field(default=DEFAULT_SECRET, repr=False)
+    user_agent: str = DEFAULT_USER_AGENT
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        url = _check_header_value("base_url", self.base_url)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidValueError(
+                f"base_url must be an http:// or https:// URL with a host, like "
+                f"{DEFAULT_BASE_URL!r}; got {url!r}"
+            )
+        if parts.query or parts.fragment:
+            raise InvalidValueError(f"base_url must not have a query or a fragment; got {url!r}")
+        _check_header_value("secret", self.secret)
+        _check_header_value("user_agent", self.user_agent)
+        if not isinstance(self.headers, Mapping):
+            raise InvalidTypeError(f"headers must be a mapping, not {type(self.headers).__name__}")
+        for name, value in self.headers.items():
+            _check_header_value("a header name", name)
+            _check_header_value(f"header {name!r}", value)
+        object.__setattr__(self, "headers", dict(self.headers))
+
+    @property
+    def url(self) -> str:
+        """The endpoint's URL: the base URL plus `/api/chatx-completion`."""
+        return self.base_url.rstrip("/") + ENDPOINT_PATH
+
+    def build_request(
+        self, prompt: str, *, model: str | None = None, search: bool | None = None
+    ) -> Request:
+        """Build the request that asks `prompt`.
+
+        Args:
+            prompt: The flattened prompt (see `flatten_messages`).
+            model: Sent as the body's `model` field when given (clients from 2025 send
+                `"gpt-4o-mini"`); left out by default, as gpt4free does.
+            search: Sent as the body's `searchEnabled` field when not `None` (web search, which
+                returns citations); left out by default.
+
+        Returns:
+            The request, with the headers and body gpt4free's final provider sends.
+
+        Raises:
+            InvalidTypeError: `prompt` or `model` is not a string, or `search` not a bool.
+            InvalidValueError: `prompt` or `model` is empty.
+        """
+        if not isinstance(prompt, str):
+            raise InvalidTypeError(f"prompt must be a string, not {type(prompt).__name__}")
+        if not prompt.strip():
+            raise InvalidValueError("the prompt is empty or only white space")
+        body: dict[str, Any] = {"question": prompt}
+        if model is not None:
+            if not isinstance(model, str):
+                raise InvalidTypeError(f"model must be a string, not {type(model).__name__}")
+            if not model.strip():
+                raise InvalidValueError("model is empty: leave it out or use 'gpt-4o-mini'")
+            body["model"] = model
+        if search is not None:
+            if not isinstance(search, bool):
+                raise InvalidTypeError(f"search must be True, False or None, not {search!r}")
+            body["searchEnabled"] = search
+        parts = urlsplit(self.base_url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        headers = {
+            "accept": "application/json",
+            "accept-language": "en-US,en;q=0.9",
+            "content-type": "application/json",
+            "origin": origin,
+            "referer": f"{origin}/en",
+            "user-agent": self.user_agent,
+            "x-secret": self.secret,
+        }
+        for name, value in self.headers.items():
+            headers[name.lower()] = value
+        # json.dumps with its defaults is byte for byte what aiohttp's `json=` sends for gpt4free.
+        return Request(
+            method="POST",
+            url=self.url,
+            headers=tuple(headers.items()),
+            body=json.dumps(body).encode("ascii"),
+        )
+
+
+def _check_header_value(what: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"{what} must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidValueError(f"{what} is empty")
+    if not value.isascii() or any(char in value for char in "\r\n\0"):
+        raise InvalidValueError(f"{what} must be ASCII with no line breaks")
+    return value
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Read a `Retry-After` header: delay-seconds or an HTTP date (RFC 9110, section 10.2.3).
+
+    Args:
+        value: The header's value, or `None` when it is absent.
+        now: The current time as a Unix timestamp, for the date form.
+
+    Returns:
+        The delay in seconds (never negative), or `None` when absent or unreadable.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive result means it said "-0000".
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class ResponseReader:
+    """Reads one response, fed incrementally, into the stream's events or a typed error.
+
+    Feed the body's bytes as they arrive with `feed()`, then call `end()` when the body is
+    complete. Either may raise the error the response amounts to; the chunking never changes the
+    result. Today the body is one JSON document, so the events come from `end()`; a future
+    streaming format would produce them from `feed()`.
+
+    Args:
+        url: The request's URL, for errors.
+        status_code: The response's status code.
+        headers: The response's headers (any case).
+        max_bytes: The largest body accepted.
+        now: The current Unix time, to read a `Retry-After` date.
+
+    Raises:
+        InvalidResponseError: The `content-length` header already exceeds `max_bytes`.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        status_code: int,
+        headers: Iterable[tuple[str, str]],
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        now: float = 0.0,
+    ) -> None:
+        self.url = url
+        self.status_code = status_code
+        self._headers = {name.lower(): value for name, value in headers}
+        self._max_bytes = max_bytes
+        self._now = now
+        self._buffer = bytearray()
+        declared = self._headers.get("content-length", "")
+        if self.ok and declared.isdigit() and int(declared) > max_bytes:
+            raise self._too_large(f"it declares {int(declared):,} bytes")
+
+    @property
+    def ok(self) -> bool:
+        """Whether the status is 2xx."""
+        return 200 <= self.status_code < 300
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Take the next bytes of the body.
+
+        Returns:
+            The events these bytes complete (none, with today's one-document format).
+
+        Raises:
+            InvalidResponseError: The body grew past `max_bytes`.
+            APIStatusError: A non-2xx body grew past the excerpt limit (no need to read on).
+        """
+        self._buffer += data
+        if not self.ok and len(self._buffer) >= _ERROR_BODY_LIMIT:
+            raise self._status_error()
+        if len(self._buffer) > self._max_bytes:
+            raise self._too_large(f"more than {self._max_bytes:,} bytes arrived")
+        return []
+
+    def end(self) -> list[Event]:
+        """Take the end of the body.
+
+        Returns:
+            The remaining events: the answer's text (when not empty), then one `FinishReason`.
+
+        Raises:
+            APIStatusError: The status is not 2xx (`RateLimitError` for 429,
+                `InternalServerError` for 5xx).
+            InvalidResponseError: The body is HTML, not JSON, of the wrong shape, or has neither
+                content nor refusal.
+            SecretRejectedError: The older servers' rejected-secret signal.
+            MisuseDetectedError: The service's misuse-detection answer.
+        """
+        if not self.ok:
+            raise self._status_error()
+        body = bytes(self._buffer)
+        try:
+            document = json.loads(body)
+        except ValueError:
+            if self._looks_like_html(body):
+                raise self._invalid(
+                    f"an HTML page{_title(body)} instead of JSON: a Cloudflare challenge or an "
+                    "error page, so the service may be blocking this client or be down",
+                    body,
+                ) from None
+            raise self._invalid("a body that is not JSON", body) from None
+        return self._read_document(document, body)
+
+    def _read_document(self, document: object, body: bytes) -> list[Event]:
+        if not isinstance(document, dict):
+            raise self._invalid("JSON that is not an object", body)
+        answer = document.get("answer")
+        if isinstance(answer, str) or document.get("description") == "error":
+            # Older servers' answer to a wrong secret: {"answer": "Invalid"} or
+            # {"description": "error"} (protocol.md, "Rejected secret").
+            raise SecretRejectedError(
+                f"PizzaGPT rejected the request ({_excerpt(body)}): the secret is the likely "
+                "cause; set the current one with secret= or PIZZAGPT_SECRET",
+                url=self.url,
+                status_code=self.status_code,
+                body=_excerpt(body),
+            )
+        message = answer if isinstance(answer, dict) else document
+        content = message.get("content")
+        refusal = message.get("refusal")
+        citations = message.get("citations")
+        if citations is None:
+            citations = []
+        if (
+            not isinstance(content, (str, type(None)))
+            or not isinstance(refusal, (str, type(None)))
+            or not isinstance(citations, list)
+            or not all(isinstance(item, str) for item in citations)
+        ):
+            raise self._invalid(
+                "JSON of an unexpected shape (content and refusal must be strings or null, "
+                "citations a list of strings)",
+                body,
+            )
+        content = content or ""
+        if content.lstrip().lower().startswith(_MISUSE_PREFIX):
+            raise MisuseDetectedError(
+                f"PizzaGPT flagged this traffic as misuse: {content!r}. It is not transient: "
+                "slow down, or contact the service",
+                url=self.url,
+                status_code=self.status_code,
+                body=_excerpt(body),
+                content=content,
+            )
+        if not content.strip() and not refusal:
+            raise self._invalid("an answer with neither content nor refusal", body)
+        events: list[Event] = [content] if content.strip() else []
+        events.append(
+            FinishReason("refusal" if refusal else "stop", tuple(citations), refusal or None)
+        )
+        return events
+
+    def _looks_like_html(self, body: bytes) -> bool:
+        content_type = self._headers.get("content-type", "").lower()
+        return "html" in content_type or body.lstrip()[:1] == b"<"
+
+    def _status_error(self) -> APIStatusError:
+        body = bytes(self._buffer)
+        status = self.status_code
+        cls = APIStatusError
+        if status == 429:
+            cls = RateLimitError
+        elif status >= 500:
+            cls = InternalServerError
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        if self._looks_like_html(body):
+            detail = f"an HTML page{_title(body)}: {_excerpt(body)}"
+        else:
+            detail = _error_detail(body) or _excerpt(body) or "(empty body)"
+        hint = _STATUS_HINTS.get(status, "")
+        return cls(
+            f"PizzaGPT answered HTTP {status} {phrase} to POST {self.url}: {detail}{hint}",
+            url=self.url,
+            status_code=status,
+            body=_excerpt(body),
+            retry_after=parse_retry_after(self._headers.get("retry-after"), self._now),
+        )
+
+    def _invalid(self, what: str, body: bytes) -> InvalidResponseError:
+        shown = _excerpt(body)
+        return InvalidResponseError(
+            f"PizzaGPT answered HTTP {self.status_code} with {what}: {shown or '(empty body)'}",
+            url=self.url,
+            status_code=self.status_code,
+            body=shown,
+        )
+
+    def _too_large(self, why: str) -> InvalidResponseError:
+        return InvalidResponseError(
+            f"the response is larger than max_response_bytes={self._max_bytes:,} ({why}); "
+            "raise the limit if this answer is genuine",
+            url=self.url,
+            status_code=self.status_code,
+            body=_excerpt(bytes(self._buffer)),
+        )
+
+
+_STATUS_HINTS = {
+    401: " (check the secret: secret= or PIZZAGPT_SECRET)",
+    403: " (the secret may be wrong, or the site may be showing a Cloudflare challenge)",
+    429: " (too many requests: slow down)",
+}
+
+
+def _error_detail(body: bytes) -> str | None:
+    """The message of a Nuxt error body, `{"statusCode": 500, "message": "..."}`."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(document, dict):
+        message = document.get("message") or document.get("statusMessage")
+        if isinstance(message, str) and message.strip():
+            return _shorten(message)
+    return None
+
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _title(body: bytes) -> str:
+    match = _TITLE.search(body[:_ERROR_BODY_LIMIT])
+    if not match:
+        return ""
+    title = _shorten(match.group(1).decode("utf-8", "replace"))
+    return f" titled {title!r}" if title else ""
+
+
+def _excerpt(body: bytes) -> str:
+    return _shorten(body[: _EXCERPT_CHARS * 4].decode("utf-8", "replace"))
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
