@@ -35,8 +35,6 @@ from ._retry import RetryPolicy
 from ._version import __version__
 
 __all__ = [
-    "DEFAULT_DEADLINE",
-    "DEFAULT_TIMEOUT",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
@@ -46,6 +44,8 @@ __all__ = [
     "CallOptions",
     "Client",
     "ClientClosedError",
+    "DEFAULT_DEADLINE",
+    "DEFAULT_TIMEOUT",
     "FinishReason",
     "InternalServerError",
     "InvalidResponseError",

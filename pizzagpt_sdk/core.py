@@ -50,19 +50,19 @@ from ._protocol import (
 from ._retry import DEFAULT_MAX_RETRIES, RETRY_STATUSES, RetryPolicy, is_retryable
 
 __all__ = [
+    "Action",
+    "Call",
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_SECRET",
     "DEFAULT_USER_AGENT",
-    "ENDPOINT_PATH",
-    "RETRY_STATUSES",
-    "Action",
-    "Call",
     "Done",
+    "ENDPOINT_PATH",
     "Event",
     "Message",
     "Messages",
+    "RETRY_STATUSES",
     "Receive",
     "Request",
     "ResponseReader",

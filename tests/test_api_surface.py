@@ -1,0 +1,171 @@
+"""The public surface: what is exported, and that the two clients are true twins."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pizzagpt_sdk
+from pizzagpt_sdk import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncClient,
+    AsyncStream,
+    Client,
+    ClientClosedError,
+    FinishReason,
+    InternalServerError,
+    InvalidResponseError,
+    InvalidTypeError,
+    InvalidValueError,
+    MisuseDetectedError,
+    PizzaGPTError,
+    RateLimitError,
+    SecretRejectedError,
+    Stream,
+    UsageError,
+    core,
+)
+
+EXPORTED = {
+    "DEFAULT_DEADLINE",
+    "DEFAULT_TIMEOUT",
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "Answer",
+    "AsyncClient",
+    "AsyncStream",
+    "CallOptions",
+    "Client",
+    "ClientClosedError",
+    "FinishReason",
+    "InternalServerError",
+    "InvalidResponseError",
+    "InvalidTypeError",
+    "InvalidValueError",
+    "MisuseDetectedError",
+    "PizzaGPTError",
+    "RateLimitError",
+    "RetryPolicy",
+    "SecretRejectedError",
+    "Stream",
+    "UsageError",
+    "__version__",
+}
+
+
+@pytest.mark.parametrize("module", [pizzagpt_sdk, core])
+def test_all_is_sorted_and_importable(module: object) -> None:
+    names = list(module.__all__)  # type: ignore[attr-defined]
+    assert names == sorted(names)
+    for name in names:
+        assert hasattr(module, name), name
+
+
+def test_the_exported_names() -> None:
+    assert set(pizzagpt_sdk.__all__) == EXPORTED
+    public = {name for name in vars(pizzagpt_sdk) if not name.startswith("_")}
+    assert public - EXPORTED <= {"annotations", "core"}, "a public name is not in __all__"
+
+
+def test_public_values_come_from_the_package_not_private_modules() -> None:
+    for name in pizzagpt_sdk.__all__:
+        value = getattr(pizzagpt_sdk, name)
+        if inspect.isclass(value):
+            assert value.__module__.startswith("pizzagpt_sdk"), name
+
+
+# Async twins: the I/O verbs take an `a` prefix, the dunders their async forms.
+TWINS = {
+    "close": "aclose",
+    "__enter__": "__aenter__",
+    "__exit__": "__aexit__",
+    "__iter__": "__aiter__",
+    "__next__": "__anext__",
+}
+
+
+def _surface(cls: type) -> dict[str, inspect.Signature | None]:
+    """Public methods' signatures, and public properties (as None)."""
+    names = {
+        name
+        for name, _ in inspect.getmembers(cls)
+        if not name.startswith("_") or name in TWINS or name in TWINS.values()
+    }
+    names.add("__init__")
+    return {
+        name: inspect.signature(member) if callable(member := getattr(cls, name)) else None
+        for name in names
+    }
+
+
+def _strip(signature: inspect.Signature | None) -> str:
+    # The twins differ in their http_client's class and the return type's name.
+    text = str(signature).replace("AsyncStream", "Stream").replace("AsyncClient", "Client")
+    return text.replace("AsyncIterator", "Iterator")
+
+
+@pytest.mark.parametrize(("sync", "async_"), [(Client, AsyncClient), (Stream, AsyncStream)])
+def test_both_clients_expose_the_same_methods_with_the_same_signatures(
+    sync: type, async_: type
+) -> None:
+    sync_surface, async_surface = _surface(sync), _surface(async_)
+    renamed = {TWINS.get(name, name): sig for name, sig in sync_surface.items()}
+    assert set(renamed) == set(async_surface)
+    for name, signature in renamed.items():
+        assert _strip(signature) == _strip(async_surface[name]), name
+    for name in async_surface:
+        method = getattr(async_, name)
+        io = name in ("ask", "aclose", "__aenter__", "__aexit__", "__anext__")
+        assert inspect.iscoroutinefunction(method) is io, name
+
+
+def test_the_exception_tree() -> None:
+    assert issubclass(UsageError, PizzaGPTError)
+    assert issubclass(InvalidValueError, UsageError)
+    assert issubclass(InvalidValueError, ValueError)
+    assert issubclass(InvalidTypeError, UsageError)
+    assert issubclass(InvalidTypeError, TypeError)
+    assert issubclass(ClientClosedError, UsageError)
+    assert issubclass(ClientClosedError, RuntimeError)
+    assert issubclass(APITimeoutError, APIConnectionError)
+    assert issubclass(RateLimitError, APIStatusError)
+    assert issubclass(InternalServerError, APIStatusError)
+    assert issubclass(MisuseDetectedError, ValueError)
+    for error in (APIConnectionError, APIStatusError, InvalidResponseError, SecretRejectedError):
+        assert issubclass(error, PizzaGPTError)
+        assert not issubclass(error, UsageError)
+
+
+def test_finish_reason_is_a_plain_value() -> None:
+    assert FinishReason("stop").reason == "stop"
+    assert FinishReason("stop") == FinishReason("stop")
+    assert FinishReason("stop") != FinishReason("refusal")
+    assert hash(FinishReason("stop")) == hash(FinishReason("stop"))
+    with pytest.raises(AttributeError):
+        FinishReason("stop").reason = "x"  # type: ignore[misc]
+
+
+def test_the_package_is_typed() -> None:
+    assert (Path(pizzagpt_sdk.__file__).parent / "py.typed").is_file()
+    assert pizzagpt_sdk.__version__.count(".") == 2
+
+
+def test_importing_loads_nothing_a_call_does_not_need() -> None:
+    code = (
+        "import sys, pizzagpt_sdk\n"
+        "heavy = ('pizzagpt_sdk.testing', 'pizzagpt_sdk._cli', 'argparse', 'pytest', 'aiohttp',"
+        " 'pydantic', 'trio')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'pydantic', 'aiohttp',"
+        " 'pytest', 'trio', 'argparse'} or m in heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
