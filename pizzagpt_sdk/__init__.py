@@ -12,9 +12,10 @@ The sans-I/O core that `Client` and `AsyncClient` drive is `pizzagpt_sdk.core`.
 
 from __future__ import annotations
 
-from ._async_client import AsyncClient, AsyncStream
+from ._async_client import AsyncClient, AsyncConversation, AsyncStream
 from ._base import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, CallOptions
-from ._client import Client, Stream
+from ._batch import BatchProgress, RateLimiter
+from ._client import Client, Conversation, Stream
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -40,10 +41,13 @@ __all__ = [
     "APITimeoutError",
     "Answer",
     "AsyncClient",
+    "AsyncConversation",
     "AsyncStream",
+    "BatchProgress",
     "CallOptions",
     "Client",
     "ClientClosedError",
+    "Conversation",
     "DEFAULT_DEADLINE",
     "DEFAULT_TIMEOUT",
     "FinishReason",
@@ -54,6 +58,7 @@ __all__ = [
     "MisuseDetectedError",
     "PizzaGPTError",
     "RateLimitError",
+    "RateLimiter",
     "RetryPolicy",
     "SecretRejectedError",
     "Stream",

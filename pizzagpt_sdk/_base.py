@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar
 
 import httpx
 
+from ._batch import Batch, BatchProgress, RateLimiter
 from ._call import Call, Send, check_deadline, check_max_response_bytes
 from ._exceptions import ClientClosedError, InvalidTypeError, InvalidValueError
 from ._prompt import Messages, flatten_messages
@@ -22,7 +23,7 @@ from ._protocol import (
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, check_max_retries
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
 __all__ = ["DEFAULT_DEADLINE", "DEFAULT_TIMEOUT", "BaseClient", "CallOptions"]
 
@@ -172,6 +173,31 @@ class BaseClient(Generic[_HTTP]):
         )
         timeout = _check_timeout(options["timeout"]) if "timeout" in options else self._timeout
         return call, timeout
+
+    def _batch(
+        self,
+        prompts: Iterable[Messages],
+        concurrency: int,
+        rate_limit: float | RateLimiter | None,
+        return_exceptions: bool,
+        on_progress: Callable[[BatchProgress], None] | None,
+        options: CallOptions,
+    ) -> Batch:
+        """Validate a whole batch, before anything is sent."""
+        if rate_limit is not None and not isinstance(rate_limit, RateLimiter):
+            rate_limit = RateLimiter(rate_limit, clock=time.monotonic)
+        batch = Batch(
+            prompts,
+            concurrency=concurrency,
+            rate_limiter=rate_limit,
+            return_exceptions=return_exceptions,
+            on_progress=on_progress,
+            include_system=options.get("include_system", True),
+            assistant_suffix=options.get("assistant_suffix", True),
+        )
+        if batch.prompts:
+            self._start(batch.prompts[0], options)  # the options, checked once for all
+        return batch
 
 
 def build_request(

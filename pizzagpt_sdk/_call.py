@@ -38,7 +38,7 @@ from ._models import Answer, FinishReason
 from ._protocol import DEFAULT_MAX_RESPONSE_BYTES, Event, Request, ResponseReader
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, check_max_retries, is_retryable
 
-__all__ = ["Action", "Call", "Done", "Receive", "Send", "Sleep", "collect"]
+__all__ = ["Action", "Call", "Done", "Receive", "Send", "Sleep", "Transcript", "collect"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,19 +320,32 @@ def check_max_response_bytes(value: object) -> int:
     return value
 
 
+class Transcript:
+    """Collects a stream's events as they are handed out; the `Answer` once it finishes."""
+
+    def __init__(self) -> None:
+        self._texts: list[str] = []
+        #: The whole answer, once the `FinishReason` has been added; `None` until then.
+        self.answer: Answer | None = None
+
+    def add(self, event: Event) -> Answer | None:
+        """Add the next event; returns the `Answer` when `event` is the `FinishReason`."""
+        if isinstance(event, FinishReason):
+            self.answer = Answer(text="".join(self._texts), finish_reason=event)
+            return self.answer
+        self._texts.append(event)
+        return None
+
+
 def collect(events: Iterable[Event]) -> Answer:
     """Collect a stream's events into an `Answer`.
 
     Raises:
         InvalidValueError: The events hold no `FinishReason` (the stream was not finished).
     """
-    texts: list[str] = []
-    finish: FinishReason | None = None
+    transcript = Transcript()
     for event in events:
-        if isinstance(event, FinishReason):
-            finish = event
-        else:
-            texts.append(event)
-    if finish is None:
+        transcript.add(event)
+    if transcript.answer is None:
         raise InvalidValueError("the stream ended without a FinishReason")
-    return Answer(text="".join(texts), finish_reason=finish)
+    return transcript.answer

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import httpx
 
 from ._base import BaseClient, CallOptions, build_request, is_timeout
-from ._call import Call, Done, Receive, Send, collect
+from ._batch import Batch, BatchProgress, RateLimiter
+from ._call import Call, Done, Receive, Send, Transcript, collect
+from ._exceptions import PizzaGPTError
+from ._history import History
 from ._models import Answer, FinishReason
-from ._prompt import Messages
+from ._prompt import Message, Messages
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
 
-__all__ = ["Client", "Stream"]
+__all__ = ["Client", "Conversation", "Stream"]
 
 
 class Client(BaseClient[httpx.Client]):
@@ -50,8 +55,7 @@ class Client(BaseClient[httpx.Client]):
             UsageError: Bad messages or options, or a closed client; raised here, before
                 anything is sent.
         """
-        call, timeout = self._start(messages, options)
-        return Stream(self._http, call, timeout)
+        return self._stream(messages, options)
 
     def ask(self, messages: Messages, **options: Unpack[CallOptions]) -> Answer:
         """Ask, and return the whole answer.
@@ -69,6 +73,86 @@ class Client(BaseClient[httpx.Client]):
         with self.stream(messages, **options) as stream:
             return collect(stream)
 
+    def conversation(
+        self, *, system: str | None = None, messages: Iterable[Message] = ()
+    ) -> Conversation:
+        """Start a conversation that keeps its history and sends all of it on every turn.
+
+        Args:
+            system: A system message to start with (kept by `reset()`).
+            messages: Earlier messages to continue from.
+
+        Returns:
+            A `Conversation` over this client.
+
+        Raises:
+            UsageError: A message is invalid.
+        """
+        return Conversation(self, system=system, messages=messages)
+
+    @overload
+    def map(
+        self,
+        prompts: Iterable[Messages],
+        *,
+        concurrency: int = ...,
+        rate_limit: float | RateLimiter | None = ...,
+        return_exceptions: Literal[False] = ...,
+        on_progress: Callable[[BatchProgress], None] | None = ...,
+        **options: Unpack[CallOptions],
+    ) -> list[Answer]: ...
+
+    @overload
+    def map(
+        self,
+        prompts: Iterable[Messages],
+        *,
+        concurrency: int = ...,
+        rate_limit: float | RateLimiter | None = ...,
+        return_exceptions: Literal[True],
+        on_progress: Callable[[BatchProgress], None] | None = ...,
+        **options: Unpack[CallOptions],
+    ) -> list[Answer | PizzaGPTError]: ...
+
+    def map(
+        self,
+        prompts: Iterable[Messages],
+        *,
+        concurrency: int = 4,
+        rate_limit: float | RateLimiter | None = None,
+        return_exceptions: bool = False,
+        on_progress: Callable[[BatchProgress], None] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> list[Answer] | list[Answer | PizzaGPTError]:
+        """Ask many prompts, at most `concurrency` at a time (in threads); answers in order.
+
+        Args:
+            prompts: The prompts, each a string or a list of messages.
+            concurrency: The most calls in flight at once.
+            rate_limit: The most requests per minute, or a `RateLimiter` shared with others.
+            return_exceptions: Return each failed prompt's `PizzaGPTError` in its place, instead
+                of raising the first one (and starting no more prompts).
+            on_progress: Called with a `BatchProgress` after each prompt.
+            **options: Per-call options for every prompt (see `CallOptions`).
+
+        Returns:
+            The answers (or errors), in the order of `prompts`.
+
+        Raises:
+            UsageError: A prompt or an argument is invalid; raised before anything is sent.
+            PizzaGPTError: The first prompt that failed, unless `return_exceptions`.
+        """
+        batch = self._batch(
+            prompts, concurrency, rate_limit, return_exceptions, on_progress, options
+        )
+        with ThreadPoolExecutor(batch.concurrency, thread_name_prefix="pizzagpt-map") as pool:
+            workers = [
+                pool.submit(self._map_worker, batch, options) for _ in range(batch.concurrency)
+            ]
+        for worker in workers:
+            worker.result()
+        return batch.outcome()
+
     def close(self) -> None:
         """Close the connection pool (not an `http_client` you passed in)."""
         if self._owns_http:
@@ -84,6 +168,67 @@ class Client(BaseClient[httpx.Client]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _stream(
+        self,
+        messages: Messages,
+        options: CallOptions,
+        on_answer: Callable[[Answer], None] | None = None,
+    ) -> Stream:
+        call, timeout = self._start(messages, options)
+        return Stream(self._http, call, timeout, on_answer)
+
+    def _map_worker(self, batch: Batch, options: CallOptions) -> None:
+        while (job := batch.next_job()) is not None:
+            index, prompt = job
+            delay = batch.delay()
+            if delay:
+                time.sleep(delay)
+            try:
+                result: Answer | PizzaGPTError = self.ask(prompt, **options)
+            except PizzaGPTError as error:
+                result = error
+            batch.finished(index, result)
+
+
+class Conversation(History):
+    """A conversation over a `Client`: each turn sends the whole history, flattened.
+
+    A turn is added to `messages` only when its answer finished normally, not when it failed or
+    was abandoned. `messages` is a plain list of dicts, yours to read and edit; `reset()` keeps
+    only the system message; `to_messages()` copies it out.
+    """
+
+    def __init__(
+        self, client: Client, *, system: str | None = None, messages: Iterable[Message] = ()
+    ) -> None:
+        super().__init__(system=system, messages=messages)
+        self._client = client
+
+    def stream(self, content: str | Message, **options: Unpack[CallOptions]) -> Stream:
+        """Send a new user turn with the history, and stream the answer.
+
+        Args:
+            content: The user's text, or a whole message mapping.
+            **options: Per-call options (see `CallOptions`).
+
+        Returns:
+            A `Stream`; the turn is kept once it yields its `FinishReason`.
+
+        Raises:
+            UsageError: Bad content or options, before anything is sent.
+        """
+        messages, user_message = self.next_turn(content)
+        return self._client._stream(messages, options, partial(self.commit, user_message))
+
+    def ask(self, content: str | Message, **options: Unpack[CallOptions]) -> Answer:
+        """Send a new user turn with the history, and return the whole answer.
+
+        Raises:
+            PizzaGPTError: See `Stream`; a failed turn is not kept.
+        """
+        with self.stream(content, **options) as stream:
+            return collect(stream)
 
 
 class Stream:
@@ -102,10 +247,18 @@ class Stream:
         MisuseDetectedError: The service flagged the traffic as misuse.
     """
 
-    def __init__(self, http: httpx.Client, call: Call, timeout: httpx.Timeout) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        call: Call,
+        timeout: httpx.Timeout,
+        on_answer: Callable[[Answer], None] | None = None,
+    ) -> None:
         self._http = http
         self._call = call
         self._timeout = timeout
+        self._on_answer = on_answer
+        self._transcript = Transcript()
         self._response: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._events: deque[str | FinishReason] = deque()
@@ -123,7 +276,16 @@ class Stream:
             except BaseException:
                 self.close()
                 raise
-        return self._events.popleft()
+        event = self._events.popleft()
+        answer = self._transcript.add(event)
+        if answer is not None and self._on_answer is not None:
+            self._on_answer(answer)
+        return event
+
+    @property
+    def answer(self) -> Answer | None:
+        """The whole answer once the stream has yielded its `FinishReason`; `None` before."""
+        return self._transcript.answer
 
     def close(self) -> None:
         """Stop: close the response, if one is open. Nothing more is yielded."""

@@ -13,7 +13,7 @@ from typing import Any, TypeAlias
 
 from ._exceptions import InvalidTypeError, InvalidValueError
 
-__all__ = ["Message", "Messages", "flatten_messages"]
+__all__ = ["Message", "Messages", "check_message", "flatten_messages"]
 
 #: One OpenAI-style message: `{"role": "user", "content": "Hi"}`; content may be a string,
 #: `None`, or a list of parts such as `{"type": "text", "text": "Hi"}`.
@@ -85,6 +85,11 @@ def _checked(prompt: str, what: str) -> str:
     if not prompt.strip():
         raise InvalidValueError(f"{what} is empty or only white space: there is nothing to ask")
     return prompt
+
+
+def check_message(index: int, message: object) -> None:
+    """Validate one message, as `flatten_messages` would (`index` names it in the error)."""
+    _read_message(index, message)
 
 
 def _read_message(index: int, message: object) -> tuple[str, str]:

@@ -33,7 +33,9 @@ response when the action is not `Receive`; `tests/test_core_http_client.py` is a
 
 from __future__ import annotations
 
-from ._call import Action, Call, Done, Receive, Send, Sleep, collect
+from ._batch import Batch, BatchProgress, RateLimiter
+from ._call import Action, Call, Done, Receive, Send, Sleep, Transcript, collect
+from ._history import History
 from ._prompt import Message, Messages, flatten_messages
 from ._protocol import (
     DEFAULT_BASE_URL,
@@ -51,6 +53,8 @@ from ._retry import DEFAULT_MAX_RETRIES, RETRY_STATUSES, RetryPolicy, is_retryab
 
 __all__ = [
     "Action",
+    "Batch",
+    "BatchProgress",
     "Call",
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -60,9 +64,11 @@ __all__ = [
     "Done",
     "ENDPOINT_PATH",
     "Event",
+    "History",
     "Message",
     "Messages",
     "RETRY_STATUSES",
+    "RateLimiter",
     "Receive",
     "Request",
     "ResponseReader",
@@ -70,6 +76,7 @@ __all__ = [
     "Send",
     "Settings",
     "Sleep",
+    "Transcript",
     "collect",
     "flatten_messages",
     "is_retryable",
