@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import random
+import ssl
 import time
+import warnings
 from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar
 
 import httpx
@@ -64,6 +68,37 @@ _CALL_OPTIONS = frozenset(CallOptions.__annotations__)
 _HTTP = TypeVar("_HTTP", httpx.Client, httpx.AsyncClient)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context for all the SDK's own clients: building one loads the CA bundle, which
+    costs about 100 ms, far more than the rest of a client. Verification stays on."""
+    return httpx.create_ssl_context()
+
+
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
+
+
+@functools.cache
+def _configure_logging() -> None:
+    """Turn the `pizzagpt_sdk` logger on when `PIZZAGPT_LOG` asks; once per process."""
+    value = os.environ.get("PIZZAGPT_LOG", "").strip().lower()
+    if not value:
+        return
+    level = _LOG_LEVELS.get(value)
+    if level is None:
+        warnings.warn(
+            f"PIZZAGPT_LOG={value!r} is not one of {sorted(_LOG_LEVELS)}: logging stays off",
+            stacklevel=4,
+        )
+        return
+    logger = logging.getLogger("pizzagpt_sdk")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+
+
 class BaseClient(Generic[_HTTP]):
     """Configuration shared by `Client` and `AsyncClient`.
 
@@ -117,8 +152,11 @@ class BaseClient(Generic[_HTTP]):
         self._max_retries = check_max_retries(max_retries)
         self._retry_policy = _check_policy(retry_policy)
         self._max_response_bytes = check_max_response_bytes(max_response_bytes)
+        _configure_logging()
+        self._proxy = proxy
+        self._pid = os.getpid()
         if http_client is None:
-            self._http: _HTTP = self._http_class(proxy=proxy, timeout=self._timeout)
+            self._http: _HTTP = self._new_http()
             self._owns_http = True
         elif not isinstance(http_client, self._http_class):
             raise InvalidTypeError(
@@ -130,6 +168,18 @@ class BaseClient(Generic[_HTTP]):
         else:
             self._http = http_client
             self._owns_http = False
+
+    def __del__(self) -> None:
+        # As an unclosed socket does: warn, and leave the cleaning up to the garbage collector
+        # (closing an async pool here would need an event loop).
+        http = getattr(self, "_http", None)
+        if http is not None and self._owns_http and not http.is_closed:
+            warnings.warn(
+                f"unclosed {self!r}: call close()/aclose() or use it in a with block",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
 
     @property
     def base_url(self) -> str:
@@ -144,6 +194,9 @@ class BaseClient(Generic[_HTTP]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
+    def _new_http(self) -> _HTTP:
+        return self._http_class(proxy=self._proxy, timeout=self._timeout, verify=_ssl_context())
+
     def _start(self, messages: Messages, options: CallOptions) -> tuple[Call, httpx.Timeout]:
         """Validate everything and prepare the call, before anything is sent."""
         unknown = options.keys() - _CALL_OPTIONS
@@ -153,6 +206,12 @@ class BaseClient(Generic[_HTTP]):
             )
         if self._http.is_closed:
             raise ClientClosedError("this client is closed: create a new one")
+        if self._pid != os.getpid() and self._owns_http:
+            # After os.fork() the pooled connections are the parent's sockets: a child that used
+            # them would interleave its bytes with the parent's. Start a fresh pool, and leave
+            # the parent's alone (closing it here could shut the parent's TLS sessions down).
+            self._pid = os.getpid()
+            self._http = self._new_http()
         prompt = flatten_messages(
             messages,
             include_system=options.get("include_system", True),

@@ -23,6 +23,7 @@ closes the response whenever the action is not `Receive`: the call may give up o
 from __future__ import annotations
 
 import enum
+import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ from ._exceptions import (
 from ._models import Answer, FinishReason
 from ._protocol import DEFAULT_MAX_RESPONSE_BYTES, Event, Request, ResponseReader
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, check_max_retries, is_retryable
+
+# The stdlib logger is silent unless the application (or PIZZAGPT_LOG) turns it on. It never sees
+# the secret, the prompt or the answer: only URLs, statuses, timings and error messages.
+_log = logging.getLogger("pizzagpt_sdk")
 
 __all__ = ["Action", "Call", "Done", "Receive", "Send", "Sleep", "Transcript", "collect"]
 
@@ -62,9 +67,11 @@ class Sleep:
 
     Attributes:
         seconds: How long to wait.
+        after: The error that made the attempt fail.
     """
 
     seconds: float
+    after: PizzaGPTError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +172,18 @@ class Call:
             delay = self._retry_delay()
             assert self._error is not None
             if delay is None:
+                _log.debug("giving up on %s after %d attempt(s)", self.request.url, self._attempts)
                 raise self._error
             self._state = _State.READY
+            _log.info(
+                "retrying %s in %.3f s (attempt %d failed: %s)",
+                self.request.url,
+                delay,
+                self._attempts,
+                self._error,
+            )
             if delay > 0:
-                return Sleep(delay)
+                return Sleep(delay, self._error)
         if self._state is _State.READY:
             remaining = self._remaining()
             if remaining == 0.0:
@@ -177,6 +192,7 @@ class Call:
                 raise error
             self._attempts += 1
             self._state = _State.SENT
+            _log.debug("POST %s, attempt %d", self.request.url, self._attempts)
             return Send(request=self.request, timeout=remaining, attempt=self._attempts)
         if self._state is _State.RECEIVING:
             return _RECEIVE
@@ -192,6 +208,7 @@ class Call:
             headers: The response headers as (name, value) pairs.
         """
         self._expect(_State.SENT, "response_received")
+        _log.debug("HTTP %d from %s", status_code, self.request.url)
         try:
             self._reader = ResponseReader(
                 url=self.request.url,
