@@ -49,3 +49,12 @@ class Answer:
 
     def __str__(self) -> str:
         return self.text
+
+    def _repr_markdown_(self) -> str:
+        """The answer as Markdown, so that a notebook renders it (citations as a list)."""
+        parts = [self.text] if self.text else []
+        if self.refusal:
+            parts.append(f"> **Refused:** {self.refusal}")
+        if self.citations:
+            parts.append("**Sources**\n\n" + "\n".join(f"1. <{url}>" for url in self.citations))
+        return "\n\n".join(parts)

@@ -12,6 +12,7 @@ import pytest
 
 import pizzagpt_sdk
 from pizzagpt_sdk import (
+    Answer,
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -178,3 +179,12 @@ def test_importing_loads_nothing_a_call_does_not_need() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_an_answer_renders_as_markdown_in_a_notebook() -> None:
+    plain = Answer(text="**Hi**", finish_reason=FinishReason("stop"))
+    assert plain._repr_markdown_() == "**Hi**"
+    cited = Answer(text="Yes.", finish_reason=FinishReason("stop", ("https://a.example/1",)))
+    assert cited._repr_markdown_() == "Yes.\n\n**Sources**\n\n1. <https://a.example/1>"
+    refused = Answer(text="", finish_reason=FinishReason("refusal", refusal="No."))
+    assert refused._repr_markdown_() == "> **Refused:** No."
