@@ -278,6 +278,8 @@ class Call:
 
     def _delivering(self, events: list[Event]) -> list[Event]:
         # Once a chunk has reached the caller, a retry would repeat it: never retry after that.
+        # Today's one-document format delivers everything at body_ended(), after which nothing
+        # can fail; this guards a future streaming format, whose feed() yields events early.
         self._delivered = self._delivered or bool(events)
         return events
 
@@ -323,8 +325,10 @@ def check_deadline(value: object) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidTypeError(f"deadline must be a number of seconds or None, not {value!r}")
-    if not value > 0 or math.isnan(value):
-        raise InvalidValueError(f"deadline must be more than 0 seconds, not {value}")
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidValueError(
+            f"deadline must be a finite number of seconds above 0, not {value}; None for none"
+        )
     return float(value)
 
 

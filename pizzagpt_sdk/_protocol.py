@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any, TypeAlias
@@ -76,7 +77,7 @@ class Request:
 
     method: str
     url: str
-    headers: tuple[tuple[str, str], ...]
+    headers: tuple[tuple[str, str], ...] = field(repr=False)  # they hold the secret
     body: bytes = field(repr=False)
 
 
@@ -100,7 +101,7 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     secret: str = field(default=DEFAULT_SECRET, repr=False)
     user_agent: str = DEFAULT_USER_AGENT
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         url = _check_header_value("base_url", self.base_url)
@@ -205,14 +206,15 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # isdigit() alone takes "²", which float() refuses
         return float(value)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive result means it said "-0000".
-        return None
+    if when.tzinfo is None:
+        # The asctime form has no zone; RFC 9110 (section 5.6.7) says every HTTP date is GMT.
+        when = when.replace(tzinfo=timezone.utc)
     return max(0.0, when.timestamp() - now)
 
 
@@ -251,7 +253,7 @@ class ResponseReader:
         self._now = now
         self._buffer = bytearray()
         declared = self._headers.get("content-length", "")
-        if self.ok and declared.isdigit() and int(declared) > max_bytes:
+        if self.ok and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
             raise self._too_large(f"it declares {int(declared):,} bytes")
 
     @property
@@ -269,9 +271,14 @@ class ResponseReader:
             InvalidResponseError: The body grew past `max_bytes`.
             APIStatusError: A non-2xx body grew past the excerpt limit (no need to read on).
         """
-        self._buffer += data
-        if not self.ok and len(self._buffer) >= _ERROR_BODY_LIMIT:
-            raise self._status_error()
+        # Keep no more than the limit, however the bytes are chunked: the result must not depend
+        # on the chunking.
+        if not self.ok:
+            self._buffer += data[: _ERROR_BODY_LIMIT - len(self._buffer)]
+            if len(self._buffer) >= _ERROR_BODY_LIMIT:
+                raise self._status_error()
+            return []
+        self._buffer += data[: self._max_bytes + 1 - len(self._buffer)]
         if len(self._buffer) > self._max_bytes:
             raise self._too_large(f"more than {self._max_bytes:,} bytes arrived")
         return []
@@ -295,7 +302,7 @@ class ResponseReader:
         body = bytes(self._buffer)
         try:
             document = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
             if self._looks_like_html(body):
                 raise self._invalid(
                     f"an HTML page{_title(body)} instead of JSON: a Cloudflare challenge or an "
@@ -337,6 +344,7 @@ class ResponseReader:
                 body,
             )
         content = content or ""
+        refusal = refusal if refusal and refusal.strip() else None
         if content.lstrip().lower().startswith(_MISUSE_PREFIX):
             raise MisuseDetectedError(
                 f"PizzaGPT flagged this traffic as misuse: {content!r}. It is not transient: "
@@ -413,7 +421,7 @@ def _error_detail(body: bytes) -> str | None:
     """The message of a Nuxt error body, `{"statusCode": 500, "message": "..."}`."""
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(document, dict):
         message = document.get("message") or document.get("statusMessage")
