@@ -32,6 +32,7 @@ from ._exceptions import (
     UsageError,
 )
 from ._models import Answer, FinishReason
+from ._progress import ProgressBar
 from ._retry import RetryPolicy
 from ._version import __version__
 
@@ -57,6 +58,7 @@ __all__ = [
     "InvalidValueError",
     "MisuseDetectedError",
     "PizzaGPTError",
+    "ProgressBar",
     "RateLimitError",
     "RateLimiter",
     "RetryPolicy",

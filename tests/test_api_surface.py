@@ -58,6 +58,7 @@ EXPORTED = {
     "InvalidValueError",
     "MisuseDetectedError",
     "PizzaGPTError",
+    "ProgressBar",
     "RateLimitError",
     "RateLimiter",
     "RetryPolicy",
