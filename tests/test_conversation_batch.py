@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 import threading
+import types
 from typing import Any
 
 import anyio
@@ -19,6 +22,7 @@ from pizzagpt_sdk import (
     InvalidTypeError,
     InvalidValueError,
     PizzaGPTError,
+    ProgressBar,
     RateLimiter,
 )
 
@@ -256,3 +260,55 @@ async def test_map_refuses_bad_input_before_sending(
 async def test_map_of_nothing_is_empty(subject: Subject, api: respx.Route) -> None:
     assert await _resolve(subject.client.map([])) == []
     assert isinstance(subject.client, AsyncClient) is subject.is_async
+
+
+async def test_a_progress_bar_draws_the_batch(subject: Subject, api: respx.Route) -> None:
+    api.side_effect = echo
+    out = io.StringIO()
+    with ProgressBar(file=out, use_tqdm=False) as bar:
+        await _resolve(
+            subject.client.map(["a", "FAIL", "c"], return_exceptions=True, on_progress=bar)
+        )
+    drawn = out.getvalue()
+    assert drawn.endswith(f"\r[{'#' * 30}] 3/3, 1 failed\n")
+    assert "1/3" in drawn
+
+
+def test_a_progress_bar_uses_tqdm_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[FakeTqdm] = []
+
+    class FakeTqdm:
+        def __init__(self, *, total: int, file: Any, unit: str) -> None:
+            self.total, self.n, self.closed = total, 0, False
+            self.postfix: dict[str, Any] = {}
+            made.append(self)
+
+        def update(self, count: int) -> None:
+            self.n += count
+
+        def set_postfix(self, **values: Any) -> None:
+            self.postfix = values
+
+        def close(self) -> None:
+            self.closed = True
+
+    auto = types.ModuleType("tqdm.auto")
+    auto.tqdm = FakeTqdm  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))
+    monkeypatch.setitem(sys.modules, "tqdm.auto", auto)
+    with ProgressBar() as bar:
+        bar(BatchProgress(done=1, total=2, failed=0, index=1))
+        bar(BatchProgress(done=2, total=2, failed=1, index=0))
+    (tqdm,) = made
+    assert (tqdm.total, tqdm.n, tqdm.closed) == (2, 2, True)
+    assert tqdm.postfix == {"failed": 1, "refresh": False}
+
+
+def test_a_progress_bar_falls_back_to_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
+    out = io.StringIO()
+    bar = ProgressBar(file=out)
+    bar(BatchProgress(done=1, total=4, failed=0, index=0))
+    bar.close()
+    bar.close()
+    assert out.getvalue() == f"\r[{'#' * 7}{'.' * 23}] 1/4\n"
