@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient", "AsyncConversation", "AsyncStream"]
 
 
-class AsyncClient(BaseClient[httpx.AsyncClient]):
+class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     """An async PizzaGPT client for asyncio and trio, with one connection pool reused across calls.
 
     Close it with `aclose()` or use it in an `async with` block. See `BaseClient` for the
@@ -37,6 +37,7 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
     """
 
     _http_class = httpx.AsyncClient
+    _transport_class = httpx.AsyncBaseTransport
 
     def stream(self, messages: Messages, **options: Unpack[CallOptions]) -> AsyncStream:
         """Ask, and iterate over the answer as it arrives.

@@ -9,7 +9,7 @@ import random
 import ssl
 import time
 import warnings
-from typing import TYPE_CHECKING, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
 import httpx
 
@@ -66,6 +66,7 @@ class CallOptions(TypedDict, total=False):
 
 _CALL_OPTIONS = frozenset(CallOptions.__annotations__)
 _HTTP = TypeVar("_HTTP", httpx.Client, httpx.AsyncClient)
+_Transport = TypeVar("_Transport", httpx.BaseTransport, httpx.AsyncBaseTransport)
 
 
 @functools.cache
@@ -99,7 +100,7 @@ def _configure_logging() -> None:
         logger.addHandler(handler)
 
 
-class BaseClient(Generic[_HTTP]):
+class BaseClient(Generic[_HTTP, _Transport]):
     """Configuration shared by `Client` and `AsyncClient`.
 
     Args:
@@ -118,6 +119,9 @@ class BaseClient(Generic[_HTTP]):
         max_response_bytes: The largest response body accepted. Default: 4 MiB.
         http_client: Your own httpx client, used as it is (with its own proxy, TLS and limits)
             and never closed by the SDK.
+        transport: An httpx transport for the SDK's own pool (httpx's `MockTransport`, the
+            fake's in-process transport, an `HTTPTransport` with options); used as it is, also
+            after `os.fork()`. Environment proxies do not apply to it.
 
     Raises:
         InvalidTypeError: An argument has the wrong type.
@@ -125,6 +129,7 @@ class BaseClient(Generic[_HTTP]):
     """
 
     _http_class: type[_HTTP]
+    _transport_class: type[_Transport]
 
     def __init__(
         self,
@@ -140,6 +145,7 @@ class BaseClient(Generic[_HTTP]):
         user_agent: str = DEFAULT_USER_AGENT,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         http_client: _HTTP | None = None,
+        transport: _Transport | None = None,
     ) -> None:
         self._settings = Settings(
             base_url=base_url or os.environ.get("PIZZAGPT_BASE_URL") or DEFAULT_BASE_URL,
@@ -154,8 +160,16 @@ class BaseClient(Generic[_HTTP]):
         self._max_response_bytes = check_max_response_bytes(max_response_bytes)
         _configure_logging()
         self._proxy = proxy
+        self._transport: _Transport | None = transport
         self._pid = os.getpid()
+        if transport is not None and not isinstance(transport, self._transport_class):
+            raise InvalidTypeError(
+                f"transport must be an httpx.{self._transport_class.__name__}, "
+                f"not {type(transport).__name__}"
+            )
         if http_client is None:
+            if proxy is not None and transport is not None:
+                raise InvalidValueError("give the proxy to your transport, not to the SDK")
             self._http: _HTTP = self._new_http()
             self._owns_http = True
         elif not isinstance(http_client, self._http_class):
@@ -163,8 +177,9 @@ class BaseClient(Generic[_HTTP]):
                 f"http_client must be an httpx.{self._http_class.__name__}, "
                 f"not {type(http_client).__name__}"
             )
-        elif proxy is not None:
-            raise InvalidValueError("give the proxy to your own http_client, not to the SDK")
+        elif proxy is not None or transport is not None:
+            what = "proxy" if proxy is not None else "transport"
+            raise InvalidValueError(f"give the {what} to your own http_client, not to the SDK")
         else:
             self._http = http_client
             self._owns_http = False
@@ -195,7 +210,12 @@ class BaseClient(Generic[_HTTP]):
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     def _new_http(self) -> _HTTP:
-        return self._http_class(proxy=self._proxy, timeout=self._timeout, verify=_ssl_context())
+        options: dict[str, Any] = {"proxy": self._proxy, "timeout": self._timeout}
+        if self._transport is None:
+            options["verify"] = _ssl_context()
+        else:
+            options["transport"] = self._transport
+        return self._http_class(**options)
 
     def _start(self, messages: Messages, options: CallOptions) -> tuple[Call, httpx.Timeout]:
         """Validate everything and prepare the call, before anything is sent."""
@@ -206,7 +226,7 @@ class BaseClient(Generic[_HTTP]):
             )
         if self._http.is_closed:
             raise ClientClosedError("this client is closed: create a new one")
-        if self._pid != os.getpid() and self._owns_http:
+        if self._pid != os.getpid() and self._owns_http and self._transport is None:
             # After os.fork() the pooled connections are the parent's sockets: a child that used
             # them would interleave its bytes with the parent's. Start a fresh pool, and leave
             # the parent's alone (closing it here could shut the parent's TLS sessions down).

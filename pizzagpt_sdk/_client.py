@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Client", "Conversation", "Stream"]
 
 
-class Client(BaseClient[httpx.Client]):
+class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
     """A blocking PizzaGPT client, with one connection pool reused across calls.
 
     It never touches an event loop, so it also works where one is running (a Jupyter cell).
@@ -38,6 +38,7 @@ class Client(BaseClient[httpx.Client]):
     """
 
     _http_class = httpx.Client
+    _transport_class = httpx.BaseTransport
 
     def stream(self, messages: Messages, **options: Unpack[CallOptions]) -> Stream:
         """Ask, and iterate over the answer as it arrives.
