@@ -1,0 +1,509 @@
+"""The `pizzagpt` command, run as a real process against the fake PizzaGPT on 127.0.0.1.
+
+Every run has a timeout, and no run can reach anything but 127.0.0.1: the environment loses the
+SDK's and the proxies' variables, and each run that sends gets `--base-url` (the test's own fake
+server, or a loopback port nothing listens on) or `--offline`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pizzagpt_sdk import __version__
+from pizzagpt_sdk.testing import CITATIONS, FakePizzaGPT, Reply
+
+TIMEOUT = 30.0
+_DROPPED = {"PIZZAGPT_BASE_URL", "PIZZAGPT_SECRET", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}
+ENV = {name: value for name, value in os.environ.items() if name.upper() not in _DROPPED}
+ENV["PYTHONIOENCODING"] = "utf-8"
+COMMAND = [sys.executable, "-m", "pizzagpt_sdk"]
+OFFLINE = "This is the offline PizzaGPT fake, not a model. You asked: "
+
+
+def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the command to its end; stdin is a pipe (never the terminal pytest runs in)."""
+    return subprocess.run(
+        [*COMMAND, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=ENV,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+@pytest.fixture
+def fake() -> FakePizzaGPT:
+    return FakePizzaGPT()
+
+
+@pytest.fixture
+def url(fake: FakePizzaGPT) -> Iterator[str]:
+    """The base URL of `fake`, served over HTTP on 127.0.0.1 for the length of the test."""
+    with fake.serve() as server:
+        yield server.url
+
+
+def prompts(fake: FakePizzaGPT) -> list[str | None]:
+    return [request.prompt for request in fake.requests]
+
+
+def one_line(stderr: str) -> str:
+    """The single line of an error report, checked to be exactly one line with no traceback."""
+    assert stderr.count("\n") == 1, stderr
+    assert stderr.startswith("pizzagpt: ")
+    assert "Traceback" not in stderr
+    return stderr
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released, so connecting is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# One-shot questions.
+
+
+def test_streams_the_answer_to_stdout(fake: FakePizzaGPT, url: str) -> None:
+    fake.script(Reply.answer("Because of Rayleigh scattering."))
+    result = run("--base-url", url, "Why is the sky blue?")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        "Because of Rayleigh scattering.\n",
+        "",
+    )
+    assert prompts(fake) == ["Why is the sky blue?"]
+    assert fake.requests[0].json == {"question": "Why is the sky blue?"}
+
+
+def test_an_answer_ending_with_a_newline_gets_no_second_one(fake: FakePizzaGPT, url: str) -> None:
+    fake.script(Reply.answer("Line one\nLine two\n"))
+    assert run("--base-url", url, "Hi").stdout == "Line one\nLine two\n"
+
+
+def test_system_message_is_flattened_before_the_question(fake: FakePizzaGPT, url: str) -> None:
+    result = run("--base-url", url, "--system", "Be brief", "Hi")
+    assert result.returncode == 0
+    assert prompts(fake) == ["System: Be brief\nUser: Hi\nAssistant:"]
+
+
+def test_model_and_search_go_into_the_body_and_sources_are_printed(
+    fake: FakePizzaGPT, url: str
+) -> None:
+    fake.script(Reply.answer("Margherita.", citations=["https://example.org/a"]))
+    result = run("--base-url", url, "--model", "gpt-4o-mini", "--search", "Best pizza?")
+    assert result.returncode == 0
+    assert result.stdout == "Margherita.\n\nSources:\nhttps://example.org/a\n"
+    assert fake.requests[0].json == {
+        "question": "Best pizza?",
+        "model": "gpt-4o-mini",
+        "searchEnabled": True,
+    }
+
+
+@pytest.mark.parametrize("args", [[], ["-"]], ids=["no-question", "dash"])
+def test_reads_the_question_from_stdin(fake: FakePizzaGPT, url: str, args: list[str]) -> None:
+    result = run("--base-url", url, *args, stdin="What is 2+2?\n")
+    assert result.returncode == 0
+    assert prompts(fake) == ["What is 2+2?"]
+
+
+@pytest.mark.parametrize(("args", "stdin"), [([], ""), ([], " \n\n"), (["  "], "")])
+def test_an_empty_question_is_a_usage_error(
+    fake: FakePizzaGPT, url: str, args: list[str], stdin: str
+) -> None:
+    result = run("--base-url", url, *args, stdin=stdin)
+    assert result.returncode == 2
+    assert "the question is empty" in result.stderr
+    assert result.stdout == ""
+    assert fake.requests == []
+
+
+def test_the_word_chat_after_a_double_dash_is_a_question(fake: FakePizzaGPT, url: str) -> None:
+    result = run("--base-url", url, "--", "chat")
+    assert result.returncode == 0
+    assert prompts(fake) == ["chat"]
+
+
+def test_json_prints_one_object(fake: FakePizzaGPT, url: str) -> None:
+    result = run("--base-url", url, "--json", "--search", "Hi")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {
+        "text": OFFLINE + "Hi",
+        "finish_reason": "stop",
+        "citations": list(CITATIONS),
+        "refusal": None,
+    }
+
+
+def test_a_refusal_is_an_answer_with_exit_code_0(fake: FakePizzaGPT, url: str) -> None:
+    fake.script(Reply.answer(None, refusal="I can't help with that."))
+    result = run("--base-url", url, "Hi")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        "[refusal] I can't help with that.\n",
+        "",
+    )
+
+
+def test_a_refusal_in_json(fake: FakePizzaGPT, url: str) -> None:
+    fake.script(Reply.answer(None, refusal="No."))
+    result = run("--base-url", url, "--json", "Hi")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {
+        "text": "",
+        "finish_reason": "refusal",
+        "citations": [],
+        "refusal": "No.",
+    }
+
+
+def test_offline_answers_from_the_built_in_fake() -> None:
+    result = run("--offline", "Hello")
+    assert (result.returncode, result.stdout, result.stderr) == (0, OFFLINE + "Hello\n", "")
+
+
+def test_the_fake_is_imported_only_for_offline() -> None:
+    code = "import sys, pizzagpt_sdk._cli; print('pizzagpt_sdk.testing' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    assert result.stdout == "False\n"
+
+
+def test_a_closed_stdout_exits_quietly(url: str) -> None:
+    read_end, write_end = os.pipe()
+    # Closed before the answer is written: like `pizzagpt ... | head` once head has exited.
+    with subprocess.Popen(
+        [*COMMAND, "--base-url", url, "Hi"],
+        stdin=subprocess.DEVNULL,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    ) as process:
+        os.close(write_end)
+        os.close(read_end)
+        _, stderr = process.communicate(timeout=TIMEOUT)
+    assert (process.returncode, stderr) == (141, b"")
+
+
+# Errors: one line on stderr, and an exit code per class.
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "fragments"),
+    [
+        (Reply.status(503), 5, ["HTTP 503 Service Unavailable", "try again later"]),
+        (Reply.status(404), 5, ["HTTP 404 Not Found", "check --base-url"]),
+        (Reply.status(429), 6, ["HTTP 429 Too Many Requests", "wait a minute"]),
+        (Reply.html(), 7, ["an HTML page titled 'Just a moment...'"]),
+        (Reply.invalid_json(), 7, ["a body that is not JSON"]),
+        (Reply.secret_rejected(), 8, ['{"answer":"Invalid"}', "--secret"]),
+        (Reply.misuse(), 9, ["flagged this traffic as misuse", "slow down"]),
+    ],
+    ids=["503", "404", "429", "html", "not-json", "secret", "misuse"],
+)
+def test_service_errors(
+    fake: FakePizzaGPT, url: str, reply: Reply, code: int, fragments: list[str]
+) -> None:
+    fake.script(reply)
+    result = run("--base-url", url, "--max-retries", "0", "Hi")
+    assert result.returncode == code
+    assert result.stdout == ""
+    line = one_line(result.stderr)
+    for fragment in fragments:
+        assert fragment in line
+
+
+def test_connection_refused() -> None:
+    base_url = f"http://127.0.0.1:{unused_port()}"
+    result = run("--base-url", base_url, "--max-retries", "0", "Hi")
+    assert result.returncode == 3
+    line = one_line(result.stderr)
+    assert line.startswith(f"pizzagpt: could not reach {base_url}/api/chatx-completion (")
+    assert line.endswith("; check your network and --base-url, or try --offline\n")
+
+
+def test_timeout(fake: FakePizzaGPT, url: str) -> None:
+    fake.script(Reply.answer("Too late.").delay(10))
+    started = time.monotonic()
+    result = run("--base-url", url, "--timeout", "0.5", "--max-retries", "0", "Hi")
+    assert result.returncode == 4
+    assert time.monotonic() - started < 8
+    line = one_line(result.stderr)
+    assert line.startswith("pizzagpt: timed out talking to ")
+    assert "raise --timeout" in line
+
+
+def test_a_wrong_secret_is_sent_and_rejected(fake: FakePizzaGPT, url: str) -> None:
+    result = run("--base-url", url, "--secret", "padrone", "Hi")
+    assert result.returncode == 8
+    assert fake.requests[0].headers["x-secret"] == "padrone"
+
+
+def test_debug_shows_the_traceback(fake: FakePizzaGPT, url: str) -> None:
+    fake.script(Reply.status(503))
+    result = run("--base-url", url, "--max-retries", "0", "--debug", "Hi")
+    assert result.returncode == 5
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert "pizzagpt_sdk._exceptions.InternalServerError: " in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("pizzagpt: PizzaGPT answered HTTP 503")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--base-url", "ftp://127.0.0.1", "Hi"], "pizzagpt: base_url must be an http://"),
+        (["--base-url", "URL", "--model", " ", "Hi"], "pizzagpt: model is empty"),
+    ],
+    ids=["base-url", "model"],
+)
+def test_the_sdks_usage_errors_exit_2(url: str, args: list[str], message: str) -> None:
+    args = [url if arg == "URL" else arg for arg in args]
+    result = run(*args)
+    assert result.returncode == 2
+    assert one_line(result.stderr).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeout", "0", "Hi"], "argument --timeout: must be a number of seconds above 0"),
+        (["--timeout", "soon", "Hi"], "argument --timeout: must be a number of seconds above 0"),
+        (["--max-retries", "-1", "Hi"], "argument --max-retries: must be a whole number"),
+        (["--max-retries", "many", "Hi"], "argument --max-retries: must be a whole number"),
+        (["--offline", "--base-url", "http://127.0.0.1:1", "Hi"], "not allowed with"),
+        (["--offline", "--json", "chat"], "--json prints one answer"),
+        (["one", "two"], "unexpected argument 'two': quote a question"),
+    ],
+)
+def test_argparse_usage_errors_exit_2(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: pizzagpt ")
+    assert message in result.stderr
+
+
+def test_help_lists_the_exit_codes() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    epilog = result.stdout.partition("exit codes:\n")[2]
+    codes = [int(code) for code in re.findall(r"^ +(\d+)  \S", epilog, re.MULTILINE)]
+    assert codes == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 130, 141]
+    assert "pizzagpt -- chat" in result.stdout
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert (result.returncode, result.stdout) == (0, f"pizzagpt {__version__}\n")
+
+
+def test_the_console_script_is_installed() -> None:
+    script = shutil.which("pizzagpt", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the pizzagpt console script is not installed next to this Python")
+    result = subprocess.run(
+        [script, "--version"], capture_output=True, text=True, env=ENV, timeout=TIMEOUT, check=False
+    )
+    assert (result.returncode, result.stdout) == (0, f"pizzagpt {__version__}\n")
+
+
+# Chat.
+
+
+def test_chat_sends_the_whole_history_every_turn(fake: FakePizzaGPT, url: str) -> None:
+    fake.script(Reply.answer("Hello!"), Reply.answer("Four."))
+    result = run("--base-url", url, "chat", stdin="Hi\n\n2+2?\n")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "Hello!\nFour.\n", "")
+    assert prompts(fake) == ["Hi", "User: Hi\nAssistant: Hello!\nUser: 2+2?\nAssistant:"]
+
+
+def test_chat_starts_with_the_system_message_and_sends_the_options(
+    fake: FakePizzaGPT, url: str
+) -> None:
+    result = run(
+        "--base-url", url, "--system", "Be brief", "--model", "gpt-4o-mini", "chat", stdin="Hi\n"
+    )
+    assert result.returncode == 0
+    assert fake.requests[0].json == {
+        "question": "System: Be brief\nUser: Hi\nAssistant:",
+        "model": "gpt-4o-mini",
+    }
+
+
+def test_chat_goes_on_after_a_failed_turn_which_stays_out_of_the_history(
+    fake: FakePizzaGPT, url: str
+) -> None:
+    fake.script(Reply.status(503), Reply.answer("Second answer."))
+    result = run("--base-url", url, "--max-retries", "0", "chat", stdin="First\nSecond\n")
+    assert result.returncode == 0
+    assert result.stdout == "Second answer.\n"
+    assert "HTTP 503" in one_line(result.stderr)
+    assert prompts(fake) == ["First", "Second"]
+
+
+def test_chat_offline_prints_sources_with_search() -> None:
+    result = run("--offline", "--search", "chat", stdin="Hi\n")
+    assert result.returncode == 0
+    assert result.stdout == f"{OFFLINE}Hi\n\nSources:\n" + "".join(f"{c}\n" for c in CITATIONS)
+
+
+class Terminal:
+    """The command running on a pseudo-terminal: stdin, stdout and stderr are all its slave."""
+
+    def __init__(self, *args: str) -> None:
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen(
+            [*COMMAND, *args], stdin=slave, stdout=slave, stderr=slave, env=ENV
+        )
+        os.close(slave)
+        self.output = b""
+
+    def read_until(self, expected: bytes | None) -> None:
+        """Read until `expected` has appeared, or with `None` until the process has gone."""
+        deadline = time.monotonic() + TIMEOUT
+        while expected is None or expected not in self.output:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {expected!r} in {self.output!r}"
+            if select.select([self.master], [], [], remaining)[0]:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:  # EIO: every copy of the slave is closed
+                    chunk = b""
+                if not chunk and expected is None:
+                    return
+                assert chunk, f"the terminal closed without {expected!r} in {self.output!r}"
+                self.output += chunk
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def wait(self) -> int:
+        return self.process.wait(TIMEOUT)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        os.close(self.master)
+
+
+@pytest.fixture
+def terminal() -> Iterator[list[Terminal]]:
+    """Holds the `Terminal`s a test starts, and closes them (killing a process left running)."""
+    started: list[Terminal] = []
+    yield started
+    for each in started:
+        each.close()
+
+
+def test_chat_on_a_terminal_prompts_and_leaves_on_ctrl_d(terminal: list[Terminal]) -> None:
+    term = Terminal("--offline", "chat")
+    terminal.append(term)
+    term.read_until(b"you> ")
+    term.write(b"hello from a tty\n")
+    term.read_until(f"{OFFLINE}hello from a tty\r\nyou> ".encode())
+    term.write(b"\x04")  # Ctrl-D at the start of a line: end of file
+    assert term.wait() == 0
+    term.read_until(None)
+    assert b"Traceback" not in term.output
+
+
+def test_a_question_typed_on_a_terminal_ends_with_ctrl_d(terminal: list[Terminal]) -> None:
+    term = Terminal("--offline")
+    terminal.append(term)
+    term.read_until(b"type the question, then Ctrl-D")
+    term.write(b"  typed here \n")
+    term.write(b"\x04")
+    term.read_until(f"{OFFLINE}typed here\r\n".encode())
+    assert term.wait() == 0
+
+
+def test_chat_leaves_on_ctrl_c_with_130(terminal: list[Terminal]) -> None:
+    term = Terminal("--offline", "chat")
+    terminal.append(term)
+    term.read_until(b"you> ")
+    # What Ctrl-C does to the terminal's foreground process (this pty is not its controlling one).
+    term.process.send_signal(signal.SIGINT)
+    assert term.wait() == 130
+    term.read_until(None)
+    assert b"Traceback" not in term.output
+
+
+# Batches.
+
+
+def test_batch_answers_a_file_in_order_with_progress(
+    fake: FakePizzaGPT, url: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "prompts.txt"
+    messages = [{"role": "user", "content": "third"}, {"role": "assistant", "content": "ok"}]
+    source.write_text(f"first\n\n[not json] second\n{json.dumps(messages)}\n", encoding="utf-8")
+    result = run(
+        "--base-url", url, "--system", "Be brief", "--concurrency", "2", "--rate-limit", "6000",
+        "batch", str(source),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["index"] for line in lines] == [0, 1, 2]
+    assert [line["finish_reason"] for line in lines] == ["stop"] * 3
+    assert lines[1]["text"] == OFFLINE + "[not json] second"
+    assert sorted(map(str, prompts(fake))) == sorted(
+        [
+            "System: Be brief\nUser: first\nAssistant:",
+            "System: Be brief\nUser: [not json] second\nAssistant:",
+            "System: Be brief\nUser: third\nAssistant: ok\nAssistant:",
+        ]
+    )
+    assert "3/3" in result.stderr
+
+
+def test_batch_reports_each_failure_in_place(fake: FakePizzaGPT, url: str) -> None:
+    fake.script(Reply.answer("one"), Reply.status(404), Reply.answer("three"))
+    result = run("--base-url", url, "--concurrency", "1", "batch", "-", stdin="a\nb\nc\n")
+    assert result.returncode == 5  # the first failure's exit code
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line.get("text") for line in lines] == ["one", None, "three"]
+    assert lines[1]["error"]["type"] == "APIStatusError"
+    assert "HTTP 404" in lines[1]["error"]["message"]
+    assert "3/3, 1 failed" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("pizzagpt: PizzaGPT answered HTTP 404")
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["batch"], "", "batch needs a FILE"),
+        (["batch", "/nonexistent/prompts.txt"], "", "cannot read /nonexistent/prompts.txt"),
+        (["batch", "-"], "\n  \n", "holds no prompt"),
+        (["batch", "-"], '[{"role": 1}]\n', "prompts[0]: message 0 has a role of type int"),
+    ],
+)
+def test_batch_usage_errors_exit_2(args: list[str], stdin: str, message: str) -> None:
+    result = run("--base-url", f"http://127.0.0.1:{unused_port()}", *args, stdin=stdin)
+    assert result.returncode == 2
+    assert message in result.stderr
