@@ -1,4 +1,4 @@
-"""The one entry point for checks: `nox` runs lint, typecheck and the tests on Python 3.10-3.13."""
+"""The one entry point for checks: `nox` runs lint, typecheck, the tests (Python 3.10-3.13), docs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
 nox.needs_version = ">=2025.2.9"  # nox.project.dependency_groups
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -42,3 +42,12 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, with every warning an error (the API reference included)."""
+    install_groups(session, "docs")
+    session.install("-e", ".")
+    site = session.create_tmp() + "/site"
+    session.run("mkdocs", "build", "--strict", "--site-dir", site, env={"NO_MKDOCS_2_WARNING": "1"})
