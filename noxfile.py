@@ -1,4 +1,4 @@
-"""The one entry point for checks: `nox` runs lint, typecheck, the tests (Python 3.10-3.13), docs."""
+"""The one entry point for checks: `nox` runs lint, typecheck, tests (Python 3.10-3.13) and docs."""
 
 from __future__ import annotations
 
