@@ -414,6 +414,7 @@ async def test_bad_input_is_refused_before_sending(
         ({"max_response_bytes": 0}, InvalidValueError),
         ({"headers": [("a", "b")]}, InvalidTypeError),
         ({"http_client": object()}, InvalidTypeError),
+        ({"transport": object()}, InvalidTypeError),
     ],
 )
 async def test_bad_configuration_is_refused(
@@ -431,6 +432,23 @@ async def test_a_proxy_and_an_http_client_do_not_mix() -> None:
             Client(http_client=async_http)  # type: ignore[arg-type]
     with httpx.Client() as sync_http, pytest.raises(InvalidValueError, match="proxy"):
         Client(http_client=sync_http, proxy="http://127.0.0.1:3128")
+    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    with pytest.raises(InvalidValueError, match="give the proxy to your transport"):
+        Client(transport=transport, proxy="http://127.0.0.1:3128")
+    with httpx.Client() as sync_http, pytest.raises(InvalidValueError, match="transport"):
+        Client(http_client=sync_http, transport=transport)
+    with pytest.raises(InvalidTypeError, match="AsyncBaseTransport, not HTTPTransport"):
+        AsyncClient(transport=httpx.HTTPTransport())  # type: ignore[arg-type]
+
+
+async def test_a_transport_serves_the_sdks_own_pool(make_subject: MakeSubject) -> None:
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"content": "from the transport"})
+
+    subject = make_subject(transport=httpx.MockTransport(reply))
+    assert (await subject.ask("Hi")).text == "from the transport"
+    await subject.close()
+    assert subject.client.is_closed  # the SDK owns the pool built over the transport
 
 
 async def test_a_closed_client_says_so(subject: Subject, api: respx.Route) -> None:

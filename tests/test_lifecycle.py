@@ -110,3 +110,17 @@ def test_pizzagpt_log_turns_logging_on(level: str, expected: str | None) -> None
         assert expected in result.stderr
     for private in ("SECRET-XYZ", "PROMPT-TEXT", "ANSWER-TEXT"):
         assert private not in result.stderr
+
+
+def test_pizzagpt_log_keeps_the_applications_own_handler() -> None:
+    code = (
+        "import logging, sys\n"
+        "logging.getLogger('pizzagpt_sdk').addHandler(logging.StreamHandler(sys.stdout))\n" + SCRIPT
+    )
+    env = {**os.environ, "PIZZAGPT_LOG": "debug"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "POST https://www.pizzagpt.it" in result.stdout  # the application's handler
+    assert result.stderr == ""  # no second handler of the SDK's own
