@@ -267,7 +267,9 @@ async def test_a_progress_bar_draws_the_batch(subject: Subject, api: respx.Route
     out = io.StringIO()
     with ProgressBar(file=out, use_tqdm=False) as bar:
         await _resolve(
-            subject.client.map(["a", "FAIL", "c"], return_exceptions=True, on_progress=bar)
+            subject.client.map(
+                ["a", "FAIL", "c"], return_exceptions=True, on_progress=bar, max_retries=0
+            )
         )
     drawn = out.getvalue()
     assert drawn.endswith(f"\r[{'#' * 30}] 3/3, 1 failed\n")
