@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
@@ -331,10 +332,12 @@ class AsyncStream:
         try:
             chunk = await anext(self._chunks, None)
         except httpx.RequestError as exc:
+            self._chunks = None  # the error ended it: nothing left to finish
             await self._close_response()
             self._call.transport_failed(exc, timeout=is_timeout(exc))
             return
         if chunk is None:
+            self._chunks = None  # exhausted
             await self._close_response()
             self._events.extend(self._call.body_ended())
         else:
@@ -344,7 +347,21 @@ class AsyncStream:
         response, self._response, chunks = self._response, None, self._chunks
         self._chunks = None
         if chunks is not None:
-            # An async generator left suspended would be finalized by the event loop later.
-            await chunks.aclose()  # type: ignore[attr-defined]
+            await _abandon(chunks)
         if response is not None:
             await response.aclose()
+
+
+async def _abandon(chunks: AsyncIterator[bytes]) -> None:
+    """Finish a body iterator given up mid-body, leaving none of httpx's generators suspended.
+
+    httpx reads a body through nested async generators. Closing the outermost one leaves the
+    inner ones suspended, and trio warns about each when it is collected (encode/httpx#3686).
+    Resumed in a cancelled scope, the innermost read raises instead, which unwinds every one of
+    them and closes the connection (its body was not read to the end: it cannot be reused).
+    Chunks already buffered are passed over on the way: at most what one read returned.
+    """
+    with anyio.CancelScope() as scope, contextlib.suppress(httpx.HTTPError):
+        scope.cancel()
+        while await anext(chunks, None) is not None:
+            pass

@@ -27,7 +27,7 @@ from ._protocol import (
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, check_max_retries
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 
 __all__ = ["DEFAULT_DEADLINE", "DEFAULT_TIMEOUT", "BaseClient", "CallOptions"]
 
@@ -36,6 +36,10 @@ __all__ = ["DEFAULT_DEADLINE", "DEFAULT_TIMEOUT", "BaseClient", "CallOptions"]
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 #: The most one call may take, retries and their sleeps included.
 DEFAULT_DEADLINE = 300.0
+# httpx keeps only 20 idle connections by default: above 20 calls at once, each call would
+# close its connection and the next open (and TLS-handshake) a new one. Keep every connection
+# the pool may open; an idle one still closes after httpx's keep-alive expiry (5 s).
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 
 
 class CallOptions(TypedDict, total=False):
@@ -213,6 +217,7 @@ class BaseClient(Generic[_HTTP, _Transport]):
         options: dict[str, Any] = {"proxy": self._proxy, "timeout": self._timeout}
         if self._transport is None:
             options["verify"] = _ssl_context()
+            options["limits"] = _LIMITS
         else:
             options["transport"] = self._transport
         return self._http_class(**options)
@@ -292,9 +297,42 @@ def build_request(
             pool=_capped(timeout.pool, cap),
         )
     request = send.request
-    return http.build_request(
+    built = http.build_request(
         request.method, request.url, headers=request.headers, content=request.body, timeout=timeout
     )
+    # httpx sends a bytes body through an async generator, left suspended when a write fails
+    # (a server that hangs up): trio warns when it is collected (encode/httpx#3686).
+    built.stream = _Body(request.body)
+    return built
+
+
+class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A request body of one chunk, iterated without a generator (see `build_request`)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter((self._body,))
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _OneChunk(self._body)
+
+
+class _OneChunk:
+    """An async iterator over one chunk: a plain object, so nothing is left to finalize."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body
+
+    def __aiter__(self) -> _OneChunk:
+        return self
+
+    async def __anext__(self) -> bytes:
+        body, self._body = self._body, None
+        if body is None:
+            raise StopAsyncIteration
+        return body
 
 
 def is_timeout(error: httpx.RequestError) -> bool:

@@ -335,10 +335,12 @@ class Stream:
         try:
             chunk = next(self._chunks, None)
         except httpx.RequestError as exc:
+            self._chunks = None  # the error ended it: nothing left to finish
             self._close_response()
             self._call.transport_failed(exc, timeout=is_timeout(exc))
             return
         if chunk is None:
+            self._chunks = None  # exhausted
             self._close_response()
             self._events.extend(self._call.body_ended())
         else:
@@ -348,7 +350,8 @@ class Stream:
         response, self._response, chunks = self._response, None, self._chunks
         self._chunks = None
         if chunks is not None:
-            # A generator left suspended would be finalized only when collected.
+            # Closing the outermost generator is enough: a sync generator left suspended inside
+            # it is closed when collected, silently (unlike async ones: see _async_client.py).
             chunks.close()  # type: ignore[attr-defined]
         if response is not None:
             response.close()
