@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, overload
@@ -143,6 +142,9 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
             UsageError: A prompt or an argument is invalid; raised before anything is sent.
             PizzaGPTError: The first prompt that failed, unless `return_exceptions`.
         """
+        # Imported here: a first call does not need it, and importing it costs time.
+        from concurrent.futures import ThreadPoolExecutor
+
         batch = self._batch(
             prompts, concurrency, rate_limit, return_exceptions, on_progress, options
         )
