@@ -102,6 +102,9 @@ class Settings:
     secret: str = field(default=DEFAULT_SECRET, repr=False)
     user_agent: str = DEFAULT_USER_AGENT
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # What every request of these settings shares, built once: about half of build_request().
+    _url: str = field(init=False, repr=False, compare=False)
+    _headers: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         url = _check_header_value("base_url", self.base_url)
@@ -121,11 +124,25 @@ class Settings:
             _check_header_value("a header name", name)
             _check_header_value(f"header {name!r}", value)
         object.__setattr__(self, "headers", dict(self.headers))
+        origin = f"{parts.scheme}://{parts.netloc}"
+        headers = {
+            "accept": "application/json",
+            "accept-language": "en-US,en;q=0.9",
+            "content-type": "application/json",
+            "origin": origin,
+            "referer": f"{origin}/en",
+            "user-agent": self.user_agent,
+            "x-secret": self.secret,
+        }
+        for name, value in self.headers.items():
+            headers[name.lower()] = value
+        object.__setattr__(self, "_headers", tuple(headers.items()))
+        object.__setattr__(self, "_url", url.rstrip("/") + ENDPOINT_PATH)
 
     @property
     def url(self) -> str:
         """The endpoint's URL: the base URL plus `/api/chatx-completion`."""
-        return self.base_url.rstrip("/") + ENDPOINT_PATH
+        return self._url
 
     def build_request(
         self, prompt: str, *, model: str | None = None, search: bool | None = None
@@ -161,24 +178,11 @@ class Settings:
             if not isinstance(search, bool):
                 raise InvalidTypeError(f"search must be True, False or None, not {search!r}")
             body["searchEnabled"] = search
-        parts = urlsplit(self.base_url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        headers = {
-            "accept": "application/json",
-            "accept-language": "en-US,en;q=0.9",
-            "content-type": "application/json",
-            "origin": origin,
-            "referer": f"{origin}/en",
-            "user-agent": self.user_agent,
-            "x-secret": self.secret,
-        }
-        for name, value in self.headers.items():
-            headers[name.lower()] = value
         # json.dumps with its defaults is byte for byte what aiohttp's `json=` sends for gpt4free.
         return Request(
             method="POST",
-            url=self.url,
-            headers=tuple(headers.items()),
+            url=self._url,
+            headers=self._headers,
             body=json.dumps(body).encode("ascii"),
         )
 
