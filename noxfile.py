@@ -65,3 +65,14 @@ def soak(session: nox.Session) -> None:
         "--rss-bound", "5", "--time-limit", "1200",
         *session.posargs,
     )  # fmt: skip
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmarks, not in the default run: `nox -s bench [-- --quick]` prints the table."""
+    install_groups(session, "bench")
+    # gpt4free 6.7.1 is the last release with the Pizzagpt provider, and it fails to import:
+    # benchmarks/peers.py loads that one file, so none of gpt4free's dependencies are needed.
+    session.install("--no-deps", "g4f==6.7.1")
+    session.install(".[aiohttp]")  # as users get it: not editable, bytecode compiled
+    session.run("python", "benchmarks/run.py", *session.posargs)
