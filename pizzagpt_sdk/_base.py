@@ -9,7 +9,7 @@ import random
 import ssl
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 
 import httpx
 
@@ -224,11 +224,7 @@ class BaseClient(Generic[_HTTP, _Transport]):
 
     def _start(self, messages: Messages, options: CallOptions) -> tuple[Call, httpx.Timeout]:
         """Validate everything and prepare the call, before anything is sent."""
-        unknown = options.keys() - _CALL_OPTIONS
-        if unknown:
-            raise InvalidTypeError(
-                f"unexpected option(s) {sorted(unknown)}; the options are {sorted(_CALL_OPTIONS)}"
-            )
+        check_options(options)
         if self._http.is_closed:
             raise ClientClosedError("this client is closed: create a new one")
         if self._pid != os.getpid() and self._owns_http and self._transport is None:
@@ -237,24 +233,7 @@ class BaseClient(Generic[_HTTP, _Transport]):
             # the parent's alone (closing it here could shut the parent's TLS sessions down).
             self._pid = os.getpid()
             self._http = self._new_http()
-        prompt = flatten_messages(
-            messages,
-            include_system=options.get("include_system", True),
-            assistant_suffix=options.get("assistant_suffix", True),
-        )
-        request = self._settings.build_request(
-            prompt, model=options.get("model"), search=options.get("search")
-        )
-        call = Call(
-            request,
-            clock=time.monotonic,
-            now=time.time,
-            random=random.random,
-            max_retries=options.get("max_retries", self._max_retries),
-            retry_policy=options.get("retry_policy", self._retry_policy),
-            deadline=options.get("deadline", self._deadline),
-            max_response_bytes=self._max_response_bytes,
-        )
+        call = new_call(self, messages, options)
         timeout = _check_timeout(options["timeout"]) if "timeout" in options else self._timeout
         return call, timeout
 
@@ -282,6 +261,47 @@ class BaseClient(Generic[_HTTP, _Transport]):
         if batch.prompts:
             self._start(batch.prompts[0], options)  # the options, checked once for all
         return batch
+
+
+class CallDefaults(Protocol):
+    """What a client holds for its calls (`BaseClient`, and the aiohttp engine's client)."""
+
+    _settings: Settings
+    _max_retries: int
+    _retry_policy: RetryPolicy
+    _deadline: float | None
+    _max_response_bytes: int
+
+
+def new_call(client: CallDefaults, messages: Messages, options: CallOptions) -> Call:
+    """The core's `Call` for these messages: every per-call option over the client's."""
+    prompt = flatten_messages(
+        messages,
+        include_system=options.get("include_system", True),
+        assistant_suffix=options.get("assistant_suffix", True),
+    )
+    request = client._settings.build_request(
+        prompt, model=options.get("model"), search=options.get("search")
+    )
+    return Call(
+        request,
+        clock=time.monotonic,
+        now=time.time,
+        random=random.random,
+        max_retries=options.get("max_retries", client._max_retries),
+        retry_policy=options.get("retry_policy", client._retry_policy),
+        deadline=options.get("deadline", client._deadline),
+        max_response_bytes=client._max_response_bytes,
+    )
+
+
+def check_options(options: CallOptions) -> None:
+    """Refuse per-call options the SDK does not know (a typo would otherwise be ignored)."""
+    unknown = options.keys() - _CALL_OPTIONS
+    if unknown:
+        raise InvalidTypeError(
+            f"unexpected option(s) {sorted(unknown)}; the options are {sorted(_CALL_OPTIONS)}"
+        )
 
 
 def build_request(

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
-import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
@@ -39,7 +37,6 @@ except ImportError as exc:  # pragma: no cover - the tests of this module need a
     ) from exc
 
 from ._base import (
-    _CALL_OPTIONS,
     DEFAULT_DEADLINE,
     DEFAULT_TIMEOUT,
     CallOptions,
@@ -47,6 +44,8 @@ from ._base import (
     _check_timeout,
     _configure_logging,
     _ssl_context,
+    check_options,
+    new_call,
 )
 from ._call import (
     Call,
@@ -60,7 +59,7 @@ from ._call import (
 )
 from ._exceptions import ClientClosedError, InvalidTypeError, InvalidValueError, UsageError
 from ._models import Answer, FinishReason
-from ._prompt import Messages, flatten_messages
+from ._prompt import Messages
 from ._protocol import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -189,30 +188,10 @@ class AiohttpClient:
             UsageError: Bad messages or options, or a closed client; raised here, before
                 anything is sent.
         """
-        if options and (unknown := options.keys() - _CALL_OPTIONS):
-            raise InvalidTypeError(
-                f"unexpected option(s) {sorted(unknown)}; the options are {sorted(_CALL_OPTIONS)}"
-            )
+        check_options(options)
         if self.is_closed:
             raise ClientClosedError("this client is closed: create a new one")
-        prompt = flatten_messages(
-            messages,
-            include_system=options.get("include_system", True),
-            assistant_suffix=options.get("assistant_suffix", True),
-        )
-        request = self._settings.build_request(
-            prompt, model=options.get("model"), search=options.get("search")
-        )
-        call = Call(
-            request,
-            clock=time.monotonic,
-            now=time.time,
-            random=random.random,
-            max_retries=options.get("max_retries", self._max_retries),
-            retry_policy=options.get("retry_policy", self._retry_policy),
-            deadline=options.get("deadline", self._deadline),
-            max_response_bytes=self._max_response_bytes,
-        )
+        call = new_call(self, messages, options)
         if "timeout" in options:
             timeout = _check_timeout(options["timeout"])
             return AiohttpStream(
