@@ -39,6 +39,7 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
 
     _http_class = httpx.AsyncClient
     _transport_class = httpx.AsyncBaseTransport
+    _spread = True
 
     def stream(self, messages: Messages, **options: Unpack[CallOptions]) -> AsyncStream:
         """Ask, and iterate over the answer as it arrives.

@@ -9,13 +9,15 @@ import random
 import ssl
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, TypeVar
+from urllib.request import getproxies  # httpx has imported it already
 
 import httpx
 
 from ._batch import Batch, BatchProgress, RateLimiter
 from ._call import Call, Send, check_deadline, check_max_response_bytes
 from ._exceptions import ClientClosedError, InvalidTypeError, InvalidValueError
+from ._pool import POOL_SIZE, SpreadTransport
 from ._prompt import Messages, flatten_messages
 from ._protocol import (
     DEFAULT_BASE_URL,
@@ -39,7 +41,11 @@ DEFAULT_DEADLINE = 300.0
 # httpx keeps only 20 idle connections by default: above 20 calls at once, each call would
 # close its connection and the next open (and TLS-handshake) a new one. Keep every connection
 # the pool may open; an idle one still closes after httpx's keep-alive expiry (5 s).
-_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+_MAX_CONNECTIONS = 100
+_LIMITS = httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS)
+# AsyncClient's pool: the same 100 connections, in small pools (see _pool.py).
+_SMALL_LIMITS = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+_POOLS = -(-_MAX_CONNECTIONS // POOL_SIZE)
 
 
 class CallOptions(TypedDict, total=False):
@@ -78,6 +84,10 @@ def _ssl_context() -> ssl.SSLContext:
     """One TLS context for all the SDK's own clients: building one loads the CA bundle, which
     costs about 100 ms, far more than the rest of a client. Verification stays on."""
     return httpx.create_ssl_context()
+
+
+def _small_pool() -> httpx.AsyncHTTPTransport:
+    return httpx.AsyncHTTPTransport(verify=_ssl_context(), limits=_SMALL_LIMITS)
 
 
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
@@ -134,6 +144,8 @@ class BaseClient(Generic[_HTTP, _Transport]):
 
     _http_class: type[_HTTP]
     _transport_class: type[_Transport]
+    #: Whether the client's own pool is split into small ones (`AsyncClient`; see _pool.py).
+    _spread: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -215,11 +227,15 @@ class BaseClient(Generic[_HTTP, _Transport]):
 
     def _new_http(self) -> _HTTP:
         options: dict[str, Any] = {"proxy": self._proxy, "timeout": self._timeout}
-        if self._transport is None:
+        if self._transport is not None:
+            options["transport"] = self._transport
+        elif self._spread and self._proxy is None and getproxies().keys() <= {"no"}:
+            # httpx reads proxies from the environment only when it makes its own transport:
+            # with a proxy, given or from the environment, the client keeps httpx's own pool.
+            options["transport"] = SpreadTransport(_small_pool, pools=_POOLS, per_pool=POOL_SIZE)
+        else:
             options["verify"] = _ssl_context()
             options["limits"] = _LIMITS
-        else:
-            options["transport"] = self._transport
         return self._http_class(**options)
 
     def _start(self, messages: Messages, options: CallOptions) -> tuple[Call, httpx.Timeout]:

@@ -49,6 +49,7 @@ from pizzagpt_sdk import (
     RetryPolicy,
     SecretRejectedError,
 )
+from pizzagpt_sdk._pool import SpreadTransport
 from pizzagpt_sdk._protocol import DEFAULT_MAX_RESPONSE_BYTES
 from pizzagpt_sdk.testing import FakePizzaGPT, Reply
 
@@ -78,12 +79,19 @@ Kind = Literal["Client", "AsyncClient"]
 # Helpers
 
 
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's own pool, as a user gets it, reaches 127.0.0.1 and nothing else."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
 def make_client(kind: Kind, base_url: str, **options: Any) -> Client | AsyncClient:
-    """An SDK client on `base_url` with its own pool (no environment proxy: only 127.0.0.1)."""
+    """An SDK client on `base_url` with its own pool, as a user gets it."""
     options.setdefault("secret", SECRET)
-    if kind == "Client":
-        return Client(base_url=base_url, transport=httpx.HTTPTransport(), **options)
-    return AsyncClient(base_url=base_url, transport=httpx.AsyncHTTPTransport(), **options)
+    cls = Client if kind == "Client" else AsyncClient
+    return cls(base_url=base_url, **options)
 
 
 async def ask(client: Client | AsyncClient, messages: Any = PROMPT, **options: Any) -> str:
@@ -102,10 +110,21 @@ async def close(client: Client | AsyncClient) -> None:
 def connections_in_use(client: Client | AsyncClient) -> list[str]:
     """What the client's pool still holds for a request: busy connections and waiting requests."""
     transport = client._http._transport
-    assert isinstance(transport, (httpx.HTTPTransport, httpx.AsyncHTTPTransport))
-    pool = transport._pool
-    busy = [repr(c) for c in pool.connections if not (c.is_idle() or c.is_closed())]
-    return busy + [f"a request waiting for a connection: {r!r}" for r in pool._requests]
+    if isinstance(transport, SpreadTransport):  # AsyncClient's small pools
+        # Each pool's count of open responses must be back to zero, as its connections are.
+        counted = [
+            f"{n} responses counted open in pool {i}" for i, n in enumerate(transport._busy) if n
+        ]
+        transports: list[httpx.BaseTransport | httpx.AsyncBaseTransport] = [*transport._pools]
+    else:
+        counted, transports = [], [transport]
+    in_use = counted
+    for each in transports:
+        assert isinstance(each, (httpx.HTTPTransport, httpx.AsyncHTTPTransport))
+        pool = each._pool
+        in_use += [repr(c) for c in pool.connections if not (c.is_idle() or c.is_closed())]
+        in_use += [f"a request waiting for a connection: {r!r}" for r in pool._requests]
+    return in_use
 
 
 def causes(error: BaseException) -> list[BaseException]:
@@ -452,10 +471,7 @@ BURST = 40  # more calls at once than httpx keeps alive by default (20)
 async def test_a_second_burst_of_calls_reuses_the_first_bursts_connections(
     kind: Kind, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The SDK's own pool, as a user gets it (no transport): environment proxies must not apply.
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
+    # NO_PROXY alone leaves AsyncClient's small pools in place.
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     fake = FakePizzaGPT(secret=SECRET)
     async with fake.serve_async() as server:
@@ -692,6 +708,8 @@ def ssl_contexts(client: Client | AsyncClient) -> list[ssl.SSLContext]:
     transports = [client._http._transport, *client._http._mounts.values()]
     contexts = []
     for transport in transports:
+        if isinstance(transport, SpreadTransport):  # AsyncClient's: each small pool it makes
+            transport = transport._new_pool()
         assert isinstance(transport, (httpx.HTTPTransport, httpx.AsyncHTTPTransport))
         context = transport._pool._ssl_context
         assert context is not None
@@ -705,9 +723,6 @@ def ssl_contexts(client: Client | AsyncClient) -> list[ssl.SSLContext]:
 async def test_the_sdks_own_pool_verifies_tls_by_default(
     cls: type[Client] | type[AsyncClient], proxy: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
     if proxy is not None:
         monkeypatch.setenv("HTTPS_PROXY", proxy)  # from the environment: trust_env
     client = cls()

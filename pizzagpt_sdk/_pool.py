@@ -1,0 +1,101 @@
+"""`AsyncClient`'s connection pool: httpx's, split into small pools that share the load.
+
+httpcore 1.0's pool walks every connection it keeps on each request and each response, for each
+idle one walks the whole pool again, and polls each idle socket: its cost per request grows with
+the square of the connections kept alive. With tens of calls in flight that bookkeeping takes
+most of the client's CPU, and it feeds itself: the slower the client, the more connections sit
+idle, and the longer every walk gets. httpx's default hides it by keeping only 20 connections
+alive, so that above 20 calls at once every further call opens (and TLS-handshakes) a connection
+it then closes. Several small pools keep every connection alive and each walk short.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+__all__ = ["POOL_SIZE", "SpreadTransport"]
+
+#: Connections per small pool. Two to seven measured alike (docs/performance.md); one pool
+#: holds everything a few calls at a time need.
+POOL_SIZE = 4
+
+
+class SpreadTransport(httpx.AsyncBaseTransport):
+    """Up to `pools` small pools, made as they are needed, filled one after the other.
+
+    A request goes to the first pool with fewer than `per_pool` open responses (sent, and not
+    closed yet); a pool is made when none has; once `pools` are made and all are full, the
+    least busy takes it and queues it. So calls made one at a time use one pool and one
+    connection, and a burst of calls reuses the connections the previous one opened. As in
+    one httpx pool, a pool closes its expired connections when it is next used, or closed.
+
+    Args:
+        new_pool: Makes one small pool (an `httpx.AsyncHTTPTransport` with its limits).
+        pools: The most pools to make.
+        per_pool: How many requests a pool takes before another is made.
+    """
+
+    def __init__(
+        self, new_pool: Callable[[], httpx.AsyncBaseTransport], *, pools: int, per_pool: int
+    ) -> None:
+        self._new_pool = new_pool
+        self._max_pools = pools
+        self._per_pool = per_pool
+        self._pools: list[httpx.AsyncBaseTransport] = []
+        self._busy: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        busy = self._busy
+        index = self._choose()
+        busy[index] += 1
+        try:
+            response = await self._pools[index].handle_async_request(request)
+        except BaseException:
+            busy[index] -= 1
+            raise
+        body = cast("httpx.AsyncByteStream", response.stream)  # an async transport's response
+        response.stream = _Release(body, busy, index)
+        return response
+
+    def _choose(self) -> int:
+        busy = self._busy
+        for index, count in enumerate(busy):
+            if count < self._per_pool:
+                return index
+        if len(busy) < self._max_pools:
+            self._pools.append(self._new_pool())
+            busy.append(0)
+            return len(busy) - 1
+        return busy.index(min(busy))
+
+    async def aclose(self) -> None:
+        pools, self._pools, self._busy = self._pools, [], []
+        for pool in pools:
+            await pool.aclose()
+
+
+class _Release(httpx.AsyncByteStream):
+    """A response body that marks its pool one request less busy when it is closed."""
+
+    __slots__ = ("_busy", "_index", "_stream")
+
+    def __init__(self, stream: httpx.AsyncByteStream, busy: list[int], index: int) -> None:
+        self._stream = stream
+        self._busy: list[int] | None = busy
+        self._index = index
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # The body's own iterator, not a generator around it: one more suspended generator
+        # would be one more for trio to warn about when a body is given up (see _abandon).
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        busy, self._busy = self._busy, None
+        if busy is not None:
+            busy[self._index] -= 1
+        await self._stream.aclose()

@@ -1,0 +1,183 @@
+"""AsyncClient's small pools (`SpreadTransport`): which pool each request goes to, and the count
+of open responses that decides it, through answers, errors, cancellations and closes."""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+
+from pizzagpt_sdk import AsyncClient, Client
+from pizzagpt_sdk._pool import POOL_SIZE, SpreadTransport
+from pizzagpt_sdk.testing import FakePizzaGPT, Reply
+
+pytestmark = pytest.mark.anyio
+
+REQUEST = httpx.Request("POST", "https://www.pizzagpt.it/api/chatx-completion")
+
+
+class Pool(httpx.AsyncBaseTransport):
+    """A small pool that answers at once, or fails, or never answers, and records it all."""
+
+    def __init__(self, number: int, behaviour: list[str]) -> None:
+        self.number = number
+        self.behaviour = behaviour  # shared: the test changes what the next request meets
+        self.requests = 0
+        self.closed_bodies = 0
+        self.closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        if self.behaviour[0] == "fail":
+            raise httpx.ConnectError("refused", request=request)
+        if self.behaviour[0] == "hang":
+            await anyio.sleep_forever()
+        pool = self
+
+        class Body(httpx.AsyncByteStream):
+            async def __aiter__(self):  # type: ignore[no-untyped-def]
+                yield b'{"content": "x"}'
+
+            async def aclose(self) -> None:
+                pool.closed_bodies += 1
+
+        return httpx.Response(200, stream=Body(), request=request)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class Spread:
+    """A `SpreadTransport` over `Pool`s, with the pools it made."""
+
+    def __init__(self, pools: int = 3, per_pool: int = 2) -> None:
+        self.pools: list[Pool] = []
+        self.behaviour = ["answer"]
+        self.transport = SpreadTransport(self._new, pools=pools, per_pool=per_pool)
+
+    def _new(self) -> Pool:
+        self.pools.append(Pool(len(self.pools), self.behaviour))
+        return self.pools[-1]
+
+    async def send(self) -> httpx.Response:
+        return await self.transport.handle_async_request(REQUEST)
+
+    def requests(self) -> list[int]:
+        return [pool.requests for pool in self.pools]
+
+    def busy(self) -> list[int]:
+        return list(self.transport._busy)
+
+
+async def test_calls_one_at_a_time_use_one_pool() -> None:
+    spread = Spread()
+    for _ in range(5):
+        response = await spread.send()
+        assert await response.aread() == b'{"content": "x"}'
+        await response.aclose()
+    assert spread.requests() == [5]
+    assert spread.busy() == [0]
+
+
+async def test_pools_are_filled_in_turn_then_the_least_busy_queues() -> None:
+    spread = Spread(pools=3, per_pool=2)
+    responses = [await spread.send() for _ in range(6)]
+    assert spread.requests() == [2, 2, 2]  # each pool filled before the next is made
+    extra = await spread.send()  # no fourth pool: the least busy, the first of equals
+    assert spread.requests() == [3, 2, 2]
+    await responses[3].aclose()  # the second pool has a free place now
+    await spread.send()
+    assert spread.requests() == [3, 3, 2]
+    for response in [*responses, extra]:
+        await response.aclose()
+    assert spread.busy() == [0, 1, 0]  # the last send's response is still open
+
+
+async def test_the_first_pool_with_a_free_place_is_preferred_to_a_less_busy_one() -> None:
+    spread = Spread(pools=2, per_pool=2)
+    first, second, third = [await spread.send() for _ in range(3)]
+    assert spread.busy() == [2, 1]
+    await first.aclose()
+    await third.aclose()
+    await spread.send()  # [1, 0]: the first pool, whose connection is already open
+    assert spread.busy() == [2, 0]
+    await second.aclose()
+
+
+async def test_a_response_closed_twice_counts_once() -> None:
+    spread = Spread()
+    response = await spread.send()
+    await response.aclose()
+    await response.stream.aclose()  # type: ignore[union-attr]
+    assert spread.busy() == [0]
+    assert spread.pools[0].closed_bodies == 2  # every close still reaches the pool's body
+
+
+async def test_a_failed_request_is_not_counted_open() -> None:
+    spread = Spread(per_pool=1)
+    spread.behaviour[0] = "fail"
+    for _ in range(3):
+        with pytest.raises(httpx.ConnectError):
+            await spread.send()
+    assert spread.busy() == [0]  # one pool: the failures left it idle
+    spread.behaviour[0] = "answer"
+    await (await spread.send()).aclose()
+    assert spread.requests() == [4]
+
+
+async def test_a_cancelled_request_is_not_counted_open() -> None:
+    spread = Spread(per_pool=1)
+    spread.behaviour[0] = "hang"
+    with anyio.move_on_after(0.05) as scope:
+        await spread.send()
+    assert scope.cancelled_caught
+    assert spread.busy() == [0]
+
+
+async def test_closing_closes_every_pool() -> None:
+    spread = Spread(pools=3, per_pool=1)
+    responses = [await spread.send() for _ in range(3)]
+    await spread.transport.aclose()
+    assert [pool.closed for pool in spread.pools] == [True, True, True]
+    for response in responses:  # closing a body after its pool is harmless
+        await response.aclose()
+
+
+async def test_asyncclient_uses_small_pools_unless_a_proxy_applies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("NO_PROXY", "example.com")  # not a proxy
+    async with AsyncClient() as client:
+        assert isinstance(client._http._transport, SpreadTransport)
+    with Client() as sync_client:  # threads do not gain from it (docs/performance.md)
+        assert isinstance(sync_client._http._transport, httpx.HTTPTransport)
+    async with AsyncClient(proxy="http://127.0.0.1:9") as client:
+        assert isinstance(client._http._transport, httpx.AsyncHTTPTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    async with AsyncClient() as client:  # httpx's own pool, which applies the environment's
+        assert isinstance(client._http._transport, httpx.AsyncHTTPTransport)
+        assert "https://" in [pattern.pattern for pattern in client._http._mounts]
+
+
+async def test_many_calls_at_once_over_loopback_spread_and_keep_their_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    calls = 6 * POOL_SIZE + 1
+    fake = FakePizzaGPT()
+    async with fake.serve_async() as server, AsyncClient(base_url=server.url) as client:
+        for _ in range(2):
+            # Each answer takes long enough that every call is in flight at once.
+            fake.script(*[Reply.answer("x").delay(0.2)] * calls)
+            answers = await client.map(["hi"] * calls, concurrency=calls)
+            assert [answer.text for answer in answers] == ["x"] * calls
+        transport = client._http._transport
+        assert isinstance(transport, SpreadTransport)
+        assert len(transport._pools) == 7  # six full pools and one with the last call
+        assert transport._busy == [0] * 7
+        assert server.connections == calls  # the second round reused the first's, no more
