@@ -156,6 +156,13 @@ class Call:
         """How many attempts have been sent so far."""
         return self._attempts
 
+    @property
+    def receiving(self) -> bool:
+        """Whether the call is reading a response's body: what `data_received()` and
+        `body_ended()` need. A driver that knows the body is complete can call `body_ended()`
+        when this is true, without asking `next_action()` first."""
+        return self._state is _State.RECEIVING
+
     def next_action(self) -> Action:
         """What the driver must do next.
 

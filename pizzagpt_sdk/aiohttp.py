@@ -364,17 +364,21 @@ class AiohttpStream:
 
     async def _receive(self) -> None:
         assert self._response is not None
+        content = self._response.content
         try:
-            chunk = await self._response.content.readany()
+            chunk = await content.readany()
         except _TRANSPORT_ERRORS as exc:
             await self._close_response()
             self._call.transport_failed(exc, timeout=isinstance(exc, asyncio.TimeoutError))
             return
         if chunk:
             self._events.extend(self._call.data_received(chunk))
-        else:
-            await self._close_response()
-            self._events.extend(self._call.body_ended())
+            # A small body usually arrives whole, with the headers: end it now, rather than
+            # after one more read that can only return b"".
+            if not (content.at_eof() and self._call.receiving):
+                return
+        await self._close_response()
+        self._events.extend(self._call.body_ended())
 
     async def _close_response(self) -> None:
         response, self._response = self._response, None

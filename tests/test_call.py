@@ -207,6 +207,31 @@ def test_happy_path_step_by_step(clock: FakeClock) -> None:
     assert collect(ANSWER) == Answer(text="Ciao!", finish_reason=FinishReason("stop"))
 
 
+def test_receiving_says_when_the_body_may_be_fed_or_ended(clock: FakeClock) -> None:
+    call = make_call(clock, max_response_bytes=8, max_retries=0)
+    assert not call.receiving
+    call.next_action()
+    assert not call.receiving  # sent: the response has not arrived
+    call.response_received(200, JSON)
+    assert call.receiving
+    assert call.data_received(b"{" * 9) == []  # past max_response_bytes: the call failed
+    assert not call.receiving
+    with pytest.raises(InvalidResponseError):
+        call.next_action()
+    call = make_call(clock)
+    call.next_action()
+    call.response_received(200, JSON)
+    call.body_ended()  # an empty body: the call failed, and is not receiving
+    assert not call.receiving
+    call = make_call(clock)
+    call.next_action()
+    call.response_received(200, JSON)
+    call.data_received(OK_BODY)
+    assert call.receiving
+    assert call.body_ended() == ANSWER
+    assert not call.receiving
+
+
 @pytest.mark.parametrize(
     ("elapsed", "timeout"), [(0.0, 30.0), (4.0, 26.0), (29.75, 0.25), (0.0078125, 29.9921875)]
 )
