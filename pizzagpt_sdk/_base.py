@@ -232,6 +232,7 @@ class BaseClient(Generic[_HTTP, _Transport]):
         elif self._spread and self._proxy is None and getproxies().keys() <= {"no"}:
             # httpx reads proxies from the environment only when it makes its own transport:
             # with a proxy, given or from the environment, the client keeps httpx's own pool.
+            _ssl_context()  # now, as for httpx's pool: a bad CA bundle fails here, not mid-call
             options["transport"] = SpreadTransport(_small_pool, pools=_POOLS, per_pool=POOL_SIZE)
         else:
             options["verify"] = _ssl_context()

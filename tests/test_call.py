@@ -208,14 +208,16 @@ def test_happy_path_step_by_step(clock: FakeClock) -> None:
 
 
 def test_receiving_says_when_the_body_may_be_fed_or_ended(clock: FakeClock) -> None:
+    seen: list[bool] = []
     call = make_call(clock, max_response_bytes=8, max_retries=0)
-    assert not call.receiving
+    seen.append(call.receiving)
     call.next_action()
-    assert not call.receiving  # sent: the response has not arrived
+    seen.append(call.receiving)  # sent: the response has not arrived
     call.response_received(200, JSON)
-    assert call.receiving
+    seen.append(call.receiving)
     assert call.data_received(b"{" * 9) == []  # past max_response_bytes: the call failed
-    assert not call.receiving
+    seen.append(call.receiving)
+    assert seen == [False, False, True, False]
     with pytest.raises(InvalidResponseError):
         call.next_action()
     call = make_call(clock)
@@ -227,9 +229,10 @@ def test_receiving_says_when_the_body_may_be_fed_or_ended(clock: FakeClock) -> N
     call.next_action()
     call.response_received(200, JSON)
     call.data_received(OK_BODY)
-    assert call.receiving
+    seen = [call.receiving]
     assert call.body_ended() == ANSWER
-    assert not call.receiving
+    seen.append(call.receiving)
+    assert seen == [True, False]
 
 
 @pytest.mark.parametrize(
