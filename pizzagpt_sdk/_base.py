@@ -40,7 +40,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 DEFAULT_DEADLINE = 300.0
 # httpx keeps only 20 idle connections by default: above 20 calls at once, each call would
 # close its connection and the next open (and TLS-handshake) a new one. Keep every connection
-# the pool may open; an idle one still closes after httpx's keep-alive expiry (5 s).
+# the pool may open; one idle past httpx's keep-alive expiry (5 s) is closed, not reused.
 _MAX_CONNECTIONS = 100
 _LIMITS = httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS)
 # AsyncClient's pool: the same 100 connections, in small pools (see _pool.py).
