@@ -347,10 +347,14 @@ class AsyncStream:
     async def _close_response(self) -> None:
         response, self._response, chunks = self._response, None, self._chunks
         self._chunks = None
-        if chunks is not None:
-            await _abandon(chunks)
-        if response is not None:
-            await response.aclose()
+        try:
+            if chunks is not None:
+                await _abandon(chunks)
+        finally:
+            # Also when the caller's scope was cancelled during _abandon: the response must be
+            # closed, and closing it first frees its place in the pool, before any await.
+            if response is not None:
+                await response.aclose()
 
 
 async def _abandon(chunks: AsyncIterator[bytes]) -> None:

@@ -11,8 +11,10 @@ it then closes. Several small pools keep every connection alive and each walk sh
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, cast
 
+import anyio
 import httpx
 
 if TYPE_CHECKING:
@@ -29,15 +31,17 @@ class SpreadTransport(httpx.AsyncBaseTransport):
     """Up to `pools` small pools, made as they are needed, filled one after the other.
 
     A request goes to the first pool with fewer than `per_pool` open responses (sent, and not
-    closed yet); a pool is made when none has; once `pools` are made and all are full, the
-    least busy takes it and queues it. So calls made one at a time use one pool and one
-    connection, and a burst of calls reuses the connections the previous one opened. As in
-    one httpx pool, a pool closes its expired connections when it is next used, or closed.
+    closed yet); a pool is made when none has. Once `pools` are made and all are full, requests
+    wait here, first come first served, and each place freed in any pool goes to the longest
+    waiting, for no longer than the request's pool timeout (`httpx.PoolTimeout`), as in one
+    httpx pool. So calls made one at a time use one pool and one connection, and a burst of
+    calls reuses the connections the previous one opened. As in one httpx pool, a pool closes
+    its expired connections when it is next used, or closed.
 
     Args:
         new_pool: Makes one small pool (an `httpx.AsyncHTTPTransport` with its limits).
         pools: The most pools to make.
-        per_pool: How many requests a pool takes before another is made.
+        per_pool: How many requests a pool takes at once.
     """
 
     def __init__(
@@ -48,22 +52,29 @@ class SpreadTransport(httpx.AsyncBaseTransport):
         self._per_pool = per_pool
         self._pools: list[httpx.AsyncBaseTransport] = []
         self._busy: list[int] = []
+        self._waiting: deque[_Waiter] = deque()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         busy = self._busy
         index = self._choose()
-        busy[index] += 1
+        if index < 0:
+            index = await self._wait(request)  # a place handed over: already counted
+        else:
+            busy[index] += 1
         try:
             response = await self._pools[index].handle_async_request(request)
         except BaseException:
-            busy[index] -= 1
+            self._release(busy, index)
             raise
         body = cast("httpx.AsyncByteStream", response.stream)  # an async transport's response
-        response.stream = _Release(body, busy, index)
+        response.stream = _Release(body, self, busy, index)
         return response
 
     def _choose(self) -> int:
+        """A pool with a free place, made if need be; -1 when every pool is full."""
         busy = self._busy
+        if self._waiting:
+            return -1  # first come, first served
         for index, count in enumerate(busy):
             if count < self._per_pool:
                 return index
@@ -71,7 +82,38 @@ class SpreadTransport(httpx.AsyncBaseTransport):
             self._pools.append(self._new_pool())
             busy.append(0)
             return len(busy) - 1
-        return busy.index(min(busy))
+        return -1
+
+    async def _wait(self, request: httpx.Request) -> int:
+        waiter = _Waiter()
+        self._waiting.append(waiter)
+        timeouts = request.extensions.get("timeout", {})
+        try:
+            with anyio.fail_after(timeouts.get("pool")):
+                await waiter.event.wait()
+        except BaseException as exc:
+            if waiter.index is None:
+                self._waiting.remove(waiter)
+            else:  # handed a place just as the wait ended: pass it on
+                self._release(self._busy, waiter.index)
+            if isinstance(exc, TimeoutError):
+                raise httpx.PoolTimeout(
+                    "no connection became free within the pool timeout", request=request
+                ) from None
+            raise
+        assert waiter.index is not None
+        return waiter.index
+
+    def _release(self, busy: list[int], index: int) -> None:
+        """A request of pool `index` is over: hand its place to the longest waiting, if any."""
+        if busy is not self._busy:
+            return  # counted before aclose(): those pools are gone
+        if self._waiting:
+            waiter = self._waiting.popleft()
+            waiter.index = index
+            waiter.event.set()
+        else:
+            busy[index] -= 1
 
     async def aclose(self) -> None:
         pools, self._pools, self._busy = self._pools, [], []
@@ -79,14 +121,29 @@ class SpreadTransport(httpx.AsyncBaseTransport):
             await pool.aclose()
 
 
+class _Waiter:
+    __slots__ = ("event", "index")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.index: int | None = None
+
+
 class _Release(httpx.AsyncByteStream):
-    """A response body that marks its pool one request less busy when it is closed."""
+    """A response body that frees its place in its pool when it is closed."""
 
-    __slots__ = ("_busy", "_index", "_stream")
+    __slots__ = ("_busy", "_index", "_stream", "_transport")
 
-    def __init__(self, stream: httpx.AsyncByteStream, busy: list[int], index: int) -> None:
+    def __init__(
+        self,
+        stream: httpx.AsyncByteStream,
+        transport: SpreadTransport,
+        busy: list[int],
+        index: int,
+    ) -> None:
         self._stream = stream
-        self._busy: list[int] | None = busy
+        self._transport: SpreadTransport | None = transport
+        self._busy = busy
         self._index = index
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -95,7 +152,7 @@ class _Release(httpx.AsyncByteStream):
         return self._stream.__aiter__()
 
     async def aclose(self) -> None:
-        busy, self._busy = self._busy, None
-        if busy is not None:
-            busy[self._index] -= 1
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport._release(self._busy, self._index)
         await self._stream.aclose()

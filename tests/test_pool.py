@@ -3,6 +3,8 @@ of open responses that decides it, through answers, errors, cancellations and cl
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import httpx
 import pytest
@@ -79,18 +81,45 @@ async def test_calls_one_at_a_time_use_one_pool() -> None:
     assert spread.busy() == [0]
 
 
-async def test_pools_are_filled_in_turn_then_the_least_busy_queues() -> None:
+async def test_pools_are_filled_in_turn_then_requests_wait_for_a_place_in_any() -> None:
     spread = Spread(pools=3, per_pool=2)
     responses = [await spread.send() for _ in range(6)]
     assert spread.requests() == [2, 2, 2]  # each pool filled before the next is made
-    extra = await spread.send()  # no fourth pool: the least busy, the first of equals
-    assert spread.requests() == [3, 2, 2]
-    await responses[3].aclose()  # the second pool has a free place now
-    await spread.send()
-    assert spread.requests() == [3, 3, 2]
-    for response in [*responses, extra]:
+    got: list[httpx.Response] = []
+    async with anyio.create_task_group() as tasks:
+        for _ in range(2):
+            tasks.start_soon(lambda: _append(got, spread.send()))
+            await anyio.wait_all_tasks_blocked()
+        assert spread.requests() == [2, 2, 2]  # no fourth pool: both wait
+        await responses[3].aclose()  # a place in the second pool: the first waiter's
+        await anyio.wait_all_tasks_blocked()
+        assert spread.requests() == [2, 3, 2]
+        await responses[4].aclose()  # a place in the third: the second waiter's
+    assert spread.requests() == [2, 3, 3]
+    assert spread.busy() == [2, 2, 2]  # the places passed on, not freed
+    for response in [*responses, *got]:
         await response.aclose()
-    assert spread.busy() == [0, 1, 0]  # the last send's response is still open
+    assert spread.busy() == [0, 0, 0]
+
+
+async def _append(into: list[httpx.Response], response: Any) -> None:
+    into.append(await response)
+
+
+async def test_a_wait_for_a_place_ends_at_the_pool_timeout_or_a_cancellation() -> None:
+    spread = Spread(pools=1, per_pool=1)
+    first = await spread.send()
+    request = httpx.Request("POST", REQUEST.url, extensions={"timeout": {"pool": 0.05}})
+    with pytest.raises(httpx.PoolTimeout):
+        await spread.transport.handle_async_request(request)
+    with anyio.move_on_after(0.05) as scope:
+        await spread.send()
+    assert scope.cancelled_caught
+    assert not spread.transport._waiting
+    await first.aclose()
+    assert spread.busy() == [0]  # nobody waits: the place is free
+    await (await spread.send()).aclose()
+    assert spread.requests() == [2]
 
 
 async def test_the_first_pool_with_a_free_place_is_preferred_to_a_less_busy_one() -> None:
