@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from pizzagpt_sdk import AsyncClient, Client
+from pizzagpt_sdk._call import Call
 from pizzagpt_sdk._pool import POOL_SIZE, SpreadTransport
 from pizzagpt_sdk.testing import FakePizzaGPT, Reply
 
@@ -210,3 +211,34 @@ async def test_many_calls_at_once_over_loopback_spread_and_keep_their_connection
         assert len(transport._pools) == 7  # six full pools and one with the last call
         assert transport._busy == [0] * 7
         assert server.connections == calls  # the second round reused the first's, no more
+
+
+async def test_a_call_failing_mid_body_as_its_scope_is_cancelled_frees_its_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The caller's scope is cancelled in the very step in which the body fails the call (an
+    # error body past its excerpt limit), so the cleanup runs in a cancelled scope.
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    outer = anyio.CancelScope()
+    data_received = Call.data_received
+
+    def cancelling(self: Call, data: bytes) -> list[Any]:
+        events = data_received(self, data)
+        if not self.receiving:
+            outer.cancel()
+        return events
+
+    monkeypatch.setattr(Call, "data_received", cancelling)
+    fake = FakePizzaGPT()
+    fake.script(Reply.raw(500, b"e" * 300_000).trickle(100_000, interval=0.05))
+    async with fake.serve_async() as server, AsyncClient(base_url=server.url) as client:
+        with outer:
+            async with client.stream("hi") as stream:
+                async for _ in stream:
+                    pass
+        assert outer.cancelled_caught
+        transport = client._http._transport
+        assert isinstance(transport, SpreadTransport)
+        assert transport._busy == [0]
