@@ -44,7 +44,12 @@ DEFAULT_DEADLINE = 300.0
 _MAX_CONNECTIONS = 100
 _LIMITS = httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_CONNECTIONS)
 # AsyncClient's pool: the same 100 connections, in small pools (see _pool.py).
-_SMALL_LIMITS = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+_KEEPALIVE_EXPIRY = 5.0  # httpx's default
+_SMALL_LIMITS = httpx.Limits(
+    max_connections=POOL_SIZE,
+    max_keepalive_connections=POOL_SIZE,
+    keepalive_expiry=_KEEPALIVE_EXPIRY,
+)
 _POOLS = -(-_MAX_CONNECTIONS // POOL_SIZE)
 
 
@@ -233,7 +238,12 @@ class BaseClient(Generic[_HTTP, _Transport]):
             # httpx reads proxies from the environment only when it makes its own transport:
             # with a proxy, given or from the environment, the client keeps httpx's own pool.
             _ssl_context()  # now, as for httpx's pool: a bad CA bundle fails here, not mid-call
-            options["transport"] = SpreadTransport(_small_pool, pools=_POOLS, per_pool=POOL_SIZE)
+            options["transport"] = SpreadTransport(
+                _small_pool,
+                pools=_POOLS,
+                per_pool=POOL_SIZE,
+                idle_expiry=_KEEPALIVE_EXPIRY,
+            )
         else:
             options["verify"] = _ssl_context()
             options["limits"] = _LIMITS

@@ -11,6 +11,7 @@ it then closes. Several small pools keep every connection alive and each walk sh
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -35,27 +36,45 @@ class SpreadTransport(httpx.AsyncBaseTransport):
     wait here, first come first served, and each place freed in any pool goes to the longest
     waiting, for no longer than the request's pool timeout (`httpx.PoolTimeout`), as in one
     httpx pool. So calls made one at a time use one pool and one connection, and a burst of
-    calls reuses the connections the previous one opened. As in one httpx pool, a pool closes
-    its expired connections when it is next used, or closed.
+    calls reuses the connections the previous one opened.
+
+    A pool closes its expired connections when it is next used, as one httpx pool does; but
+    after a burst, the last pools may not be used again. So a request first closes the last
+    pools (never the first) that have had nothing to do for longer than `idle_expiry`: the
+    pools a burst made close once the load has fallen.
 
     Args:
         new_pool: Makes one small pool (an `httpx.AsyncHTTPTransport` with its limits).
         pools: The most pools to make.
         per_pool: How many requests a pool takes at once.
+        idle_expiry: Seconds after which an idle last pool is closed (httpx's keep-alive
+            expiry, after which its connections would not be reused anyway).
+        clock: A monotonic clock in seconds.
     """
 
     def __init__(
-        self, new_pool: Callable[[], httpx.AsyncBaseTransport], *, pools: int, per_pool: int
+        self,
+        new_pool: Callable[[], httpx.AsyncBaseTransport],
+        *,
+        pools: int,
+        per_pool: int,
+        idle_expiry: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._new_pool = new_pool
         self._max_pools = pools
         self._per_pool = per_pool
+        self._idle_expiry = idle_expiry
+        self._clock = clock
         self._pools: list[httpx.AsyncBaseTransport] = []
         self._busy: list[int] = []
+        self._idle_since: list[float] = []  # when each pool last had nothing to do
         self._waiting: deque[_Waiter] = deque()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         busy = self._busy
+        while len(busy) > 1 and not busy[-1] and self._expired(len(busy) - 1):
+            await self._close_last_pool()
         index = self._choose()
         if index < 0:
             index = await self._wait(request)  # a place handed over: already counted
@@ -81,8 +100,19 @@ class SpreadTransport(httpx.AsyncBaseTransport):
         if len(busy) < self._max_pools:
             self._pools.append(self._new_pool())
             busy.append(0)
+            self._idle_since.append(0.0)
             return len(busy) - 1
         return -1
+
+    def _expired(self, index: int) -> bool:
+        return self._clock() - self._idle_since[index] > self._idle_expiry
+
+    async def _close_last_pool(self) -> None:
+        pool = self._pools.pop()
+        self._busy.pop()
+        self._idle_since.pop()
+        with anyio.CancelScope(shield=True):  # a cancelled caller must not leave it half closed
+            await pool.aclose()
 
     async def _wait(self, request: httpx.Request) -> int:
         waiter = _Waiter()
@@ -114,9 +144,11 @@ class SpreadTransport(httpx.AsyncBaseTransport):
             waiter.event.set()
         else:
             busy[index] -= 1
+            if not busy[index]:
+                self._idle_since[index] = self._clock()
 
     async def aclose(self) -> None:
-        pools, self._pools, self._busy = self._pools, [], []
+        pools, self._pools, self._busy, self._idle_since = self._pools, [], [], []
         for pool in pools:
             await pool.aclose()
 

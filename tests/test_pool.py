@@ -56,7 +56,10 @@ class Spread:
     def __init__(self, pools: int = 3, per_pool: int = 2) -> None:
         self.pools: list[Pool] = []
         self.behaviour = ["answer"]
-        self.transport = SpreadTransport(self._new, pools=pools, per_pool=per_pool)
+        self.time = 0.0
+        self.transport = SpreadTransport(
+            self._new, pools=pools, per_pool=per_pool, idle_expiry=5.0, clock=lambda: self.time
+        )
 
     def _new(self) -> Pool:
         self.pools.append(Pool(len(self.pools), self.behaviour))
@@ -161,6 +164,26 @@ async def test_a_cancelled_request_is_not_counted_open() -> None:
     with anyio.move_on_after(0.05) as scope:
         await spread.send()
     assert scope.cancelled_caught
+    assert spread.busy() == [0]
+
+
+async def test_the_last_pools_close_once_idle_past_the_expiry() -> None:
+    spread = Spread(pools=3, per_pool=1)
+    responses = [await spread.send() for _ in range(3)]
+    await responses[0].aclose()
+    await responses[1].aclose()  # the first two pools idle from t=0
+    spread.time = 10.0
+    await (await spread.send()).aclose()  # the last pool is busy: nothing closes
+    await responses[2].aclose()  # the last pool idle from t=10
+    spread.time = 14.0
+    await (await spread.send()).aclose()  # idle for 4 s only: nothing closes
+    assert [pool.closed for pool in spread.pools] == [False, False, False]
+    spread.time = 15.5
+    await (await spread.send()).aclose()
+    # The last pool, then the one before it, now the last; never the first.
+    assert [pool.closed for pool in spread.pools] == [False, True, True]
+    assert len(spread.transport._pools) == 1
+    assert spread.requests() == [4, 1, 1]
     assert spread.busy() == [0]
 
 
