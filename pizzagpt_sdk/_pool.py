@@ -72,9 +72,9 @@ class SpreadTransport(httpx.AsyncBaseTransport):
         self._waiting: deque[_Waiter] = deque()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        busy = self._busy
-        while len(busy) > 1 and not busy[-1] and self._expired(len(busy) - 1):
+        while len(self._busy) > 1 and not self._busy[-1] and self._expired(len(self._busy) - 1):
             await self._close_last_pool()
+        busy = self._busy
         index = self._choose()
         if index < 0:
             index = await self._wait(request)  # a place handed over: already counted
