@@ -31,6 +31,15 @@ _DROPPED = {"PIZZAGPT_BASE_URL", "PIZZAGPT_SECRET", "HTTP_PROXY", "HTTPS_PROXY",
 ENV = {name: value for name, value in os.environ.items() if name.upper() not in _DROPPED}
 ENV["PYTHONIOENCODING"] = "utf-8"
 COMMAND = [sys.executable, "-m", "pizzagpt_sdk"]
+# A terminal's foreground process gets Ctrl-C. A shell without job control starts background
+# commands with SIGINT ignored, and a child inherits that (and Python then never raises
+# KeyboardInterrupt): start the command as a foreground one would be, whatever ran these tests.
+FOREGROUND = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
 OFFLINE = "This is the offline PizzaGPT fake, not a model. You asked: "
 
 
@@ -378,7 +387,7 @@ class Terminal:
     def __init__(self, *args: str) -> None:
         self.master, slave = pty.openpty()
         self.process = subprocess.Popen(
-            [*COMMAND, *args], stdin=slave, stdout=slave, stderr=slave, env=ENV
+            [*FOREGROUND, *COMMAND, *args], stdin=slave, stdout=slave, stderr=slave, env=ENV
         )
         os.close(slave)
         self.output = b""
