@@ -15,6 +15,15 @@ from pizzagpt_sdk import Answer, AsyncClient, Client, FinishReason
 URL = "https://www.pizzagpt.it/api/chatx-completion"
 
 
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy from the environment: the SDK's own pool, as a user gets it, reaches 127.0.0.1
+    and nothing else, and `AsyncClient` keeps its small pools."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Every async test runs on asyncio and on trio."""

@@ -14,7 +14,7 @@ from pizzagpt_sdk._call import Call
 from pizzagpt_sdk._pool import POOL_SIZE, SpreadTransport
 from pizzagpt_sdk.testing import FakePizzaGPT, Reply
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_proxy_env")]
 
 REQUEST = httpx.Request("POST", "https://www.pizzagpt.it/api/chatx-completion")
 
@@ -199,9 +199,6 @@ async def test_closing_closes_every_pool() -> None:
 async def test_asyncclient_uses_small_pools_unless_a_proxy_applies(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
     monkeypatch.setenv("NO_PROXY", "example.com")  # not a proxy
     async with AsyncClient() as client:
         assert isinstance(client._http._transport, SpreadTransport)
@@ -215,12 +212,7 @@ async def test_asyncclient_uses_small_pools_unless_a_proxy_applies(
         assert "https://" in [pattern.pattern for pattern in client._http._mounts]
 
 
-async def test_many_calls_at_once_over_loopback_spread_and_keep_their_connections(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
+async def test_many_calls_at_once_over_loopback_spread_and_keep_their_connections() -> None:
     calls = 6 * POOL_SIZE + 1
     fake = FakePizzaGPT()
     async with fake.serve_async() as server, AsyncClient(base_url=server.url) as client:
@@ -241,9 +233,6 @@ async def test_a_call_failing_mid_body_as_its_scope_is_cancelled_frees_its_place
 ) -> None:
     # The caller's scope is cancelled in the very step in which the body fails the call (an
     # error body past its excerpt limit), so the cleanup runs in a cancelled scope.
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
     outer = anyio.CancelScope()
     data_received = Call.data_received
 

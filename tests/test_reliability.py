@@ -75,16 +75,10 @@ CANCEL_AFTER = 0.3
 
 Kind = Literal["Client", "AsyncClient"]
 
+pytestmark = pytest.mark.usefixtures("no_proxy_env")  # the SDK's own pool, as users get it
+
 
 # Helpers
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SDK's own pool, as a user gets it, reaches 127.0.0.1 and nothing else."""
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
 
 
 def make_client(kind: Kind, base_url: str, **options: Any) -> Client | AsyncClient:
