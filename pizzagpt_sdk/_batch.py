@@ -121,6 +121,9 @@ class Batch:
         self._failed = 0
         self._error: PizzaGPTError | None = None
         self._lock = threading.Lock()
+        # Held while a result is recorded and reported: reports reach `on_progress` one at a
+        # time, in the order of `done`, whichever threads finish together.
+        self._reporting = threading.Lock()
 
     def next_job(self) -> tuple[int, Messages] | None:
         """The next prompt to ask and its index, or `None` when there is none or the batch stops."""
@@ -137,18 +140,19 @@ class Batch:
 
     def finished(self, index: int, result: Answer | PizzaGPTError) -> None:
         """Record a prompt's answer or error, and report progress."""
-        with self._lock:
-            self._results[index] = result
-            self._done += 1
-            if isinstance(result, PizzaGPTError):
-                self._failed += 1
-                if not self._return_exceptions and self._error is None:
-                    self._error = result
-            progress = BatchProgress(
-                done=self._done, total=len(self.prompts), failed=self._failed, index=index
-            )
-        if self._on_progress is not None:
-            self._on_progress(progress)
+        with self._reporting:
+            with self._lock:
+                self._results[index] = result
+                self._done += 1
+                if isinstance(result, PizzaGPTError):
+                    self._failed += 1
+                    if not self._return_exceptions and self._error is None:
+                        self._error = result
+                progress = BatchProgress(
+                    done=self._done, total=len(self.prompts), failed=self._failed, index=index
+                )
+            if self._on_progress is not None:
+                self._on_progress(progress)
 
     def outcome(self) -> list[Answer | PizzaGPTError]:
         """The results in the prompts' order.

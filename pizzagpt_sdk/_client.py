@@ -132,7 +132,8 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
             rate_limit: The most requests per minute, or a `RateLimiter` shared with others.
             return_exceptions: Return each failed prompt's `PizzaGPTError` in its place, instead
                 of raising the first one (and starting no more prompts).
-            on_progress: Called with a `BatchProgress` after each prompt.
+            on_progress: Called with a `BatchProgress` after each prompt, one call at a
+                time, in the order of `done`.
             **options: Per-call options for every prompt (see `CallOptions`).
 
         Returns:

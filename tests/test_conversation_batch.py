@@ -6,6 +6,7 @@ import io
 import json
 import sys
 import threading
+import time
 import types
 from typing import Any
 
@@ -18,6 +19,7 @@ from pizzagpt_sdk import (
     Answer,
     AsyncClient,
     BatchProgress,
+    FinishReason,
     InternalServerError,
     InvalidTypeError,
     InvalidValueError,
@@ -25,6 +27,7 @@ from pizzagpt_sdk import (
     ProgressBar,
     RateLimiter,
 )
+from pizzagpt_sdk.core import Batch
 
 from .conftest import Subject, _resolve
 
@@ -148,6 +151,42 @@ async def test_map_answers_in_order_with_progress(subject: Subject, api: respx.R
     assert [answer.text for answer in answers] == [f"echo: q{n}" for n in range(7)]
     assert [(p.done, p.total, p.failed) for p in progress] == [(n, 7, 0) for n in range(1, 8)]
     assert sorted(p.index for p in progress) == list(range(7))
+
+
+def test_progress_reaches_the_callback_one_report_at_a_time_in_order() -> None:
+    """Two workers finish together: the second report waits for the first callback to return
+    (a text bar written from two threads at once could end on "2/3" after "3/3")."""
+    seen: list[int] = []
+    overlapping: list[int] = []
+    inside = threading.Event()
+    running = threading.Lock()
+
+    def on_progress(progress: BatchProgress) -> None:
+        if not running.acquire(blocking=False):
+            overlapping.append(progress.done)
+            return
+        try:
+            seen.append(progress.done)
+            if progress.done == 1:
+                inside.set()
+                time.sleep(0.2)  # the other report, were it not held back, would come now
+        finally:
+            running.release()
+
+    batch = Batch(
+        ["a", "b"], concurrency=2, rate_limiter=None, return_exceptions=False,
+        on_progress=on_progress,
+    )  # fmt: skip
+    answer = Answer(text="x", finish_reason=FinishReason("stop"))
+    first = threading.Thread(target=batch.finished, args=(0, answer))
+    first.start()
+    assert inside.wait(5)
+    second = threading.Thread(target=batch.finished, args=(1, answer))
+    second.start()
+    first.join(5)
+    second.join(5)
+    assert overlapping == []
+    assert seen == [1, 2]
 
 
 async def test_map_keeps_concurrency_bounded(subject: Subject, api: respx.Route) -> None:
