@@ -9,6 +9,7 @@ import asyncio
 import gc
 import json
 import os
+import re
 import runpy
 import socket
 import subprocess
@@ -42,6 +43,7 @@ from pizzagpt_sdk import (  # noqa: E402
 from pizzagpt_sdk.g4f import Pizzagpt  # noqa: E402
 from pizzagpt_sdk.testing import CITATIONS, MISUSE_CONTENT, FakePizzaGPT, FakeServer, Reply  # noqa: E402
 
+ROOT = Path(__file__).parent.parent.parent
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "What is your name?"},
@@ -417,7 +419,7 @@ def test_trio_runs_each_close_their_clients(fake: FakePizzaGPT, server: FakeServ
     assert fake.calls == 4
 
 
-# The old provider's documented example
+# The old provider's documented example, and the docs' examples
 
 OLD_EXAMPLE = """\
 from g4f.Provider import Pizzagpt
@@ -465,6 +467,39 @@ def test_the_old_documented_example_runs_with_only_its_import_changed(
     assert fake.requests[0].prompt == (
         "System: You are a helpful assistant.\nUser: What is your name?\nAssistant:"
     )
+
+
+FENCE = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def g4f_examples() -> list[Any]:
+    found = []
+    for page in (ROOT / "README.md", ROOT / "docs" / "g4f.md"):
+        text = page.read_text(encoding="utf-8")
+        for match in FENCE.finditer(text):
+            if "pizzagpt_sdk.g4f" in match.group(1):
+                line = text.count("\n", 0, match.start()) + 1
+                found.append(pytest.param(match.group(1), id=f"{page.name}:{line}"))
+    return found
+
+
+@pytest.mark.parametrize("code", g4f_examples())
+def test_the_docs_examples_run(
+    code: str,
+    fake: FakePizzaGPT,
+    server: FakeServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out, err = run_script(code, tmp_path, capsys)
+    assert "This is the offline PizzaGPT fake" in out
+    assert err == ""
+    assert fake.calls > 0
+
+
+def test_the_docs_have_examples() -> None:
+    pages = {str(param.id).partition(":")[0] for param in g4f_examples()}
+    assert pages == {"README.md", "g4f.md"}
 
 
 # Imports
