@@ -24,8 +24,8 @@ import llm
 from llm.parts import TextPart
 from pydantic import Field
 
-from ._exceptions import PizzaGPTError
-from ._models import FinishReason
+from pizzagpt_sdk import FinishReason, PizzaGPTError
+
 from ._shared_clients import SharedClients, call_kwargs
 
 __all__ = ["AsyncPizzaGPT", "PizzaGPT", "register_models"]

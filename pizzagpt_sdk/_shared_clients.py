@@ -25,8 +25,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from ._async_client import AsyncClient
-from ._client import Client
+from pizzagpt_sdk import AsyncClient, Client
 
 __all__ = ["SharedClients"]
 
@@ -45,6 +44,10 @@ class SharedClients:
         self._async: weakref.WeakKeyDictionary[object, tuple[AsyncClient, object]] = (
             weakref.WeakKeyDictionary()
         )
+
+    def __reduce__(self) -> tuple[type[SharedClients], tuple[dict[str, Any]]]:
+        # A copy (copy, deepcopy, pickle) makes its own clients: pools and locks do not travel.
+        return (type(self), (self.kwargs,))
 
     def client(self) -> Client:
         """The shared `Client`, made on first use (and again if someone closed it)."""

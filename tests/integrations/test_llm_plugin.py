@@ -19,6 +19,8 @@ from pydantic import ValidationError  # noqa: E402
 from pizzagpt_sdk._llm_plugin import AsyncPizzaGPT, PizzaGPT  # noqa: E402
 from pizzagpt_sdk.testing import CITATIONS, FakePizzaGPT, FakeServer, Reply  # noqa: E402
 
+from .docs_examples import examples, run_example  # noqa: E402
+
 ANSWER = "This is the offline PizzaGPT fake, not a model. You asked: "
 
 
@@ -164,6 +166,7 @@ async def test_the_async_model_streams_and_keeps_one_pool_per_loop(
     server: FakeServer, fake: FakePizzaGPT
 ) -> None:
     model = llm.get_async_model("pizzagpt")
+    assert str(model) == "PizzaGPT: pizzagpt (gpt-4o-mini)"
     chunks = [chunk async for chunk in model.prompt("Hi", system="Be brief")]
     assert chunks == [ANSWER + "Hi"]  # the fake quotes the last `User:` line
     conversation = model.conversation()
@@ -234,3 +237,11 @@ def test_the_cli_reports_an_error_in_one_line(server: FakeServer, fake: FakePizz
     assert "misuse" in result.output.lower()
     assert "Traceback" not in result.output
     assert fake.requests[-1].headers["x-secret"] not in result.output
+
+
+@pytest.mark.parametrize("code", examples("llm.md"))
+def test_the_docs_examples_run(
+    code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_example(code, tmp_path, monkeypatch)
+    assert capsys.readouterr().out.strip()
