@@ -22,7 +22,7 @@ import asyncio
 import sys
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pizzagpt_sdk import AsyncClient, Client
@@ -68,10 +68,18 @@ class SharedClients:
             entry = self._async.get(loop)
             if entry is None or entry[0].is_closed:
                 client = AsyncClient(**self.kwargs)
-                # The closer is kept with the client: asyncio holds its tasks only weakly.
-                closer = _close_at_loop_end(client, library)
+                # The closer is kept with the client: asyncio holds its tasks only weakly. It
+                # references the loop, so it forgets the entry as it ends, or the weak key
+                # would never die.
+                closer = _close_at_loop_end(client, library, lambda: self._forget(loop, client))
                 entry = self._async[loop] = (client, closer)
             return entry[0]
+
+    def _forget(self, loop: object, client: AsyncClient) -> None:
+        with self._lock:
+            entry = self._async.get(loop)
+            if entry is not None and entry[0] is client:
+                del self._async[loop]
 
 
 def _running_loop() -> tuple[object, str]:
@@ -89,8 +97,9 @@ def _running_loop() -> tuple[object, str]:
     raise RuntimeError("no asyncio or trio event loop is running in this thread")
 
 
-def _close_at_loop_end(client: AsyncClient, library: str) -> object:
-    """Start a task that waits until its loop ends, then closes `client`; return the task."""
+def _close_at_loop_end(client: AsyncClient, library: str, forget: Callable[[], None]) -> object:
+    """Start a task that waits until its loop ends, then closes `client` and calls `forget`;
+    return the task."""
     if library == "trio":
         import trio
 
@@ -98,6 +107,7 @@ def _close_at_loop_end(client: AsyncClient, library: str) -> object:
             try:
                 await trio.sleep_forever()
             finally:
+                forget()
                 with trio.CancelScope(shield=True):
                     await client.aclose()
 
@@ -108,6 +118,7 @@ def _close_at_loop_end(client: AsyncClient, library: str) -> object:
         try:
             await asyncio.get_running_loop().create_future()  # Never set: only cancelled.
         finally:
+            forget()
             await client.aclose()
 
     return asyncio.get_running_loop().create_task(

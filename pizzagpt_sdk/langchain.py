@@ -69,9 +69,11 @@ class ChatPizzaGPT(BaseChatModel):
     (`pizzagpt_sdk.PizzaGPTError` and its subclasses).
 
     Example:
-        >>> model = ChatPizzaGPT(search=True)  # doctest: +SKIP
-        >>> message = model.invoke([("system", "Be brief."), ("human", "Pizza news?")])
-        >>> message.response_metadata["citations"]
+        ```python
+        model = ChatPizzaGPT(search=True)
+        message = model.invoke([("system", "Be brief."), ("human", "Pizza news?")])
+        print(message.content, message.response_metadata["citations"])
+        ```
     """
 
     base_url: str | None = Field(default_factory=from_env("PIZZAGPT_BASE_URL", default=None))

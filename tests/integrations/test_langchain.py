@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import subprocess
 import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -276,6 +278,16 @@ def test_one_model_serves_one_event_loop_after_another(
         message = asyncio.run(model.ainvoke(question))
         assert message.content == ANSWER + question
     assert server.connections == 2
+
+
+def test_an_ended_event_loop_is_not_kept_alive(model: ChatPizzaGPT) -> None:
+    async def ask() -> weakref.ref[asyncio.AbstractEventLoop]:
+        await model.ainvoke("Hi")
+        return weakref.ref(asyncio.get_running_loop())
+
+    loop = asyncio.run(ask())
+    gc.collect()
+    assert loop() is None
 
 
 def test_changed_fields_take_effect(model: ChatPizzaGPT, fake: FakePizzaGPT) -> None:
