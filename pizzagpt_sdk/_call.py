@@ -26,7 +26,7 @@ import enum
 import logging
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from ._exceptions import (
     APIConnectionError,
@@ -35,7 +35,7 @@ from ._exceptions import (
     InvalidValueError,
     PizzaGPTError,
 )
-from ._models import Answer, FinishReason
+from ._models import Answer, FinishReason, Timeout
 from ._protocol import DEFAULT_MAX_RESPONSE_BYTES, Event, Request, ResponseReader
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, check_max_retries, is_retryable
 
@@ -54,11 +54,14 @@ class Send:
         request: The request to send.
         timeout: What is left of the call's deadline, in seconds, or `None` without one.
         attempt: 1 for the first attempt, 2 for the first retry, …
+        timeouts: The most each wait (connect, read, write, pool) may take, already capped by
+            what is left of the deadline: pass them on to the HTTP library as they are.
     """
 
     request: Request
     timeout: float | None
     attempt: int
+    timeouts: Timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class Sleep:
     """
 
     seconds: float
+    _: KW_ONLY
     after: PizzaGPTError | None = None
 
 
@@ -88,6 +92,7 @@ class Done:
 Action = Send | Sleep | Receive | Done
 
 _RECEIVE = Receive()
+_NO_TIMEOUT = Timeout(connect=None, read=None, write=None, pool=None)
 _DONE = Done()
 
 
@@ -112,6 +117,11 @@ class Call:
         deadline: The most the whole call may take, retries and sleeps included, in seconds;
             `None` for no limit.
         max_response_bytes: The largest response body accepted.
+        timeout: The most each wait of an attempt may take; `Send.timeouts` gives them capped by
+            what is left of the deadline. Default: no limit but the deadline.
+
+    The deadline starts at the first `next_action()`, not when the call is made: a stream made
+    now and iterated later has all of its deadline.
 
     Raises:
         InvalidTypeError: An argument has the wrong type.
@@ -130,6 +140,7 @@ class Call:
         retry_policy: RetryPolicy | None = None,
         deadline: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        timeout: Timeout | None = None,
     ) -> None:
         if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
             raise InvalidTypeError(
@@ -143,7 +154,9 @@ class Call:
         self._policy = retry_policy or RetryPolicy()
         self._deadline = check_deadline(deadline)
         self._max_bytes = check_max_response_bytes(max_response_bytes)
-        self._deadline_at = None if deadline is None else clock() + deadline
+        self._timeout = timeout or _NO_TIMEOUT
+        self._deadline_at: float | None = None  # set by the first next_action()
+        self._started = False
         self._state = _State.READY
         self._attempts = 0
         self._reader: ResponseReader | None = None
@@ -173,6 +186,10 @@ class Call:
             PizzaGPTError: The call failed and will not be retried: the last attempt's error,
                 or `APITimeoutError` when the deadline ran out.
         """
+        if not self._started:
+            self._started = True
+            if self._deadline is not None:
+                self._deadline_at = self._clock() + self._deadline
         if self._state is _State.RECEIVING and self._remaining() == 0.0:
             self._fail(self._deadline_error(), retryable=False)
         if self._state is _State.FAILED:
@@ -190,7 +207,7 @@ class Call:
                 self._error,
             )
             if delay > 0:
-                return Sleep(delay, self._error)
+                return Sleep(delay, after=self._error)
         if self._state is _State.READY:
             remaining = self._remaining()
             if remaining == 0.0:
@@ -200,7 +217,12 @@ class Call:
             self._attempts += 1
             self._state = _State.SENT
             _log.debug("POST %s, attempt %d", self.request.url, self._attempts)
-            return Send(request=self.request, timeout=remaining, attempt=self._attempts)
+            return Send(
+                request=self.request,
+                timeout=remaining,
+                attempt=self._attempts,
+                timeouts=self._timeout.capped(remaining),
+            )
         if self._state is _State.RECEIVING:
             return _RECEIVE
         if self._state is _State.DONE:

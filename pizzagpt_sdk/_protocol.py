@@ -362,7 +362,9 @@ class ResponseReader:
             raise self._invalid("an answer with neither content nor refusal", body)
         events: list[Event] = [content] if content.strip() else []
         events.append(
-            FinishReason("refusal" if refusal else "stop", tuple(citations), refusal or None)
+            FinishReason(
+                "refusal" if refusal else "stop", citations=tuple(citations), refusal=refusal or None
+            )
         )
         return events
 

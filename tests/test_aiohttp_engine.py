@@ -104,7 +104,7 @@ async def test_ask_collects_the_answer(client: AiohttpClient, fake: FakePizzaGPT
     fake.script(Reply.answer("4", citations=["https://a.example/1"]))
     result = await client.ask(CONVERSATION)
     assert (str(result), result.citations, result.refusal) == ("4", ("https://a.example/1",), None)
-    assert result.finish_reason == FinishReason("stop", ("https://a.example/1",))
+    assert result.finish_reason == FinishReason("stop", citations=("https://a.example/1",))
 
 
 async def test_the_older_shape_and_a_trickled_body_are_read(

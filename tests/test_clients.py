@@ -67,7 +67,7 @@ async def test_ask_collects_the_answer(subject: Subject, api: respx.Route) -> No
         ("https://a.example/1",),
         None,
     )
-    assert result.finish_reason == FinishReason("stop", ("https://a.example/1",))
+    assert result.finish_reason == FinishReason("stop", citations=("https://a.example/1",))
 
 
 async def test_the_older_shape_is_read(subject: Subject, api: respx.Route) -> None:

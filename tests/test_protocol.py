@@ -570,7 +570,7 @@ SUCCESS_CASES = [
                     "citations": ["https://a.example/1", "https://b.example/2"],
                 }
             ),
-            ["Answer", FinishReason("stop", ("https://a.example/1", "https://b.example/2"))],
+            ["Answer", FinishReason("stop", citations=("https://a.example/1", "https://b.example/2"))],
         ),
         id="citations",
     ),
@@ -603,7 +603,7 @@ SUCCESS_CASES = [
                     "extra": True,
                 }
             ),
-            ["Hi", FinishReason("stop", ("https://c.example",))],
+            ["Hi", FinishReason("stop", citations=("https://c.example",))],
         ),
         id="older-shape-citations",
     ),
@@ -621,36 +621,36 @@ SUCCESS_CASES = [
     pytest.param(
         Case(
             doc({"content": None, "refusal": "I can't help with that."}),
-            [FinishReason("refusal", (), "I can't help with that.")],
+            [FinishReason("refusal", refusal="I can't help with that.")],
         ),
         id="refusal",
     ),
     pytest.param(
-        Case(doc({"content": "", "refusal": "No."}), [FinishReason("refusal", (), "No.")]),
+        Case(doc({"content": "", "refusal": "No."}), [FinishReason("refusal", refusal="No.")]),
         id="refusal-empty-content",
     ),
     pytest.param(
-        Case(doc({"content": " \n", "refusal": "No."}), [FinishReason("refusal", (), "No.")]),
+        Case(doc({"content": " \n", "refusal": "No."}), [FinishReason("refusal", refusal="No.")]),
         id="refusal-blank-content",
     ),
     pytest.param(
         Case(
             doc({"refusal": "No.", "citations": ["https://d.example"]}),
-            [FinishReason("refusal", ("https://d.example",), "No.")],
+            [FinishReason("refusal", citations=("https://d.example",), refusal="No.")],
         ),
         id="refusal-no-content-key",
     ),
     pytest.param(
         Case(
             doc({"content": "Sorry.", "refusal": "No."}),
-            ["Sorry.", FinishReason("refusal", (), "No.")],
+            ["Sorry.", FinishReason("refusal", refusal="No.")],
         ),
         id="refusal-with-content",
     ),
     pytest.param(
         Case(
             doc({"answer": {"content": None, "refusal": "No."}}),
-            [FinishReason("refusal", (), "No.")],
+            [FinishReason("refusal", refusal="No.")],
         ),
         id="refusal-older-shape",
     ),

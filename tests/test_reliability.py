@@ -49,7 +49,7 @@ from pizzagpt_sdk import (
     RetryPolicy,
     SecretRejectedError,
 )
-from pizzagpt_sdk._pool import SpreadTransport
+from pizzagpt_sdk.engines._httpx_pool import SpreadTransport
 from pizzagpt_sdk._protocol import DEFAULT_MAX_RESPONSE_BYTES
 from pizzagpt_sdk.testing import FakePizzaGPT, Reply
 
@@ -103,7 +103,7 @@ async def close(client: Client | AsyncClient) -> None:
 
 def connections_in_use(client: Client | AsyncClient) -> list[str]:
     """What the client's pool still holds for a request: busy connections and waiting requests."""
-    transport = client._http._transport
+    transport = client._engine._http._transport
     if isinstance(transport, SpreadTransport):  # AsyncClient's small pools
         # Each pool's count of open responses must be back to zero, as its connections are.
         counted = [
@@ -384,7 +384,7 @@ FAULTS: dict[str, Fault] = {
 def test_the_default_response_limit_is_a_few_mib() -> None:
     assert MiB <= LIMIT <= 16 * MiB
     with Client(transport=httpx.MockTransport(lambda request: httpx.Response(500))) as client:
-        assert client._max_response_bytes == LIMIT
+        assert client._config.max_response_bytes == LIMIT
 
 
 @pytest.fixture(params=["Client", "AsyncClient"])
@@ -646,20 +646,20 @@ FORK_SCRIPT = textwrap.dedent(
 
     # No transport and no http_client: the SDK's own pool, which it replaces after a fork.
     client = Client(base_url=sys.argv[1], secret=sys.argv[2], timeout=10)
-    parents_pool = client._http
+    parents_pool = client._engine._http
     client.ask("parent, before the fork")  # one connection, now idle in the pool
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             client.ask("child")
-            code = 0 if client._http is not parents_pool else 2
+            code = 0 if client._engine._http is not parents_pool else 2
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, status
     client.ask("parent, after the fork")
-    assert client._http is parents_pool
+    assert client._engine._http is parents_pool
     client.close()
     print("forked")
     """
@@ -699,7 +699,7 @@ def test_a_forked_child_opens_its_own_connection_and_the_parent_keeps_its_own() 
 
 def ssl_contexts(client: Client | AsyncClient) -> list[ssl.SSLContext]:
     """The TLS contexts of the client's transport and of every proxy mount."""
-    transports = [client._http._transport, *client._http._mounts.values()]
+    transports = [client._engine._http._transport, *client._engine._http._mounts.values()]
     contexts = []
     for transport in transports:
         if isinstance(transport, SpreadTransport):  # AsyncClient's: each small pool it makes
@@ -728,7 +728,7 @@ async def test_the_sdks_own_pool_verifies_tls_by_default(
             assert context.check_hostname
             assert context.cert_store_stats()["x509_ca"] > 0  # a CA bundle is loaded
         if proxy is not None:
-            [(pattern, _)] = client._http._mounts.items()
+            [(pattern, _)] = client._engine._http._mounts.items()
             assert pattern.pattern == "https://"
     finally:
         await close(client)

@@ -62,6 +62,11 @@ class FakeServer:
         return f"http://{host!s}:{port}"
 
     @property
+    def fake(self) -> FakePizzaGPT:
+        """The fake this server serves: script it and read what it received."""
+        return self._fake
+
+    @property
     def connections(self) -> int:
         """How many TCP connections the server has accepted.
 
@@ -120,8 +125,7 @@ class FakeServer:
         """
         kwargs.setdefault("base_url", self.url)
         kwargs.setdefault("secret", self._fake.secret)
-        # An explicit transport: environment proxies do not apply, so nothing leaves 127.0.0.1.
-        return Client(transport=httpx.HTTPTransport(), **kwargs)
+        return Client(**_local_only(kwargs, asynchronous=False))
 
     def async_client(self, **kwargs: Any) -> AsyncClient:
         """A `pizzagpt_sdk.AsyncClient` for this server; `aclose()` closes its connections.
@@ -138,7 +142,7 @@ class FakeServer:
         """
         kwargs.setdefault("base_url", self.url)
         kwargs.setdefault("secret", self._fake.secret)
-        return AsyncClient(transport=httpx.AsyncHTTPTransport(), **kwargs)
+        return AsyncClient(**_local_only(kwargs, asynchronous=True))
 
     def __enter__(self) -> Self:
         self.start()
@@ -160,6 +164,30 @@ class FakeServer:
         if self._server is None:
             raise RuntimeError("the FakeServer has not been started: use `with fake.serve()`")
         return self._server
+
+
+def _local_only(kwargs: dict[str, Any], *, asynchronous: bool) -> dict[str, Any]:
+    """The client's arguments, with environment proxies turned off for its engine, so that
+    nothing leaves 127.0.0.1 (aiohttp's engine never reads them)."""
+    if any(name in kwargs for name in ("http_client", "transport", "proxy")):
+        return kwargs
+    engine = kwargs.get("engine") or "httpx"
+    if engine in ("httpx", "httpx2"):
+        from ..engines._httpx import _default_context
+
+        module: Any = httpx
+        if engine == "httpx2":
+            import httpx2 as module
+        # The SDK's shared TLS context: a transport's own would load the CA bundle (~100 ms).
+        verify = _default_context(module)
+        cls = module.AsyncHTTPTransport if asynchronous else module.HTTPTransport
+        return {**kwargs, "transport": cls(verify=verify)}
+    if engine == "curl_cffi":
+        from ..engines import AsyncCurlCffiEngine, CurlCffiEngine
+
+        cls = AsyncCurlCffiEngine if asynchronous else CurlCffiEngine
+        return {**kwargs, "engine": cls(trust_env=False)}
+    return kwargs
 
 
 class _HTTPServer(socketserver.TCPServer):

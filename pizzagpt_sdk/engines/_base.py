@@ -1,0 +1,175 @@
+"""The seam between the drive loops and an HTTP library: an engine sends, a response is read.
+
+An engine decides nothing. It opens a request with the method, URL, headers, body and per-wait
+timeouts it is given, hands back the status, the headers and the raw body chunk by chunk, closes,
+and translates its library's errors into `TransportError` in one place (`raise … from exc`).
+The drive loops in `_client.py` and `_async_client.py` do the rest, with the core.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .._models import Timeout
+    from .._protocol import Request
+
+__all__ = [
+    "AsyncEngine",
+    "AsyncResponse",
+    "Engine",
+    "Response",
+    "TransportError",
+    "require_asyncio",
+]
+
+
+class TransportError(Exception):
+    """A request could not be sent, or its body could not be read.
+
+    The HTTP library's own exception is the `__cause__`; the SDK turns this into
+    `APIConnectionError` (or `APITimeoutError`), retried as the policy says.
+
+    Args:
+        message: What happened.
+        timeout: Whether a wait ran out.
+    """
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_transport_error, (str(self), self.timeout))
+
+
+def _rebuild_transport_error(message: str, timeout: bool) -> TransportError:
+    return TransportError(message, timeout=timeout)
+
+
+class Response(abc.ABC):
+    """A response whose status line and headers have arrived, its body still to read."""
+
+    #: The HTTP status code.
+    status_code: int
+    #: The headers as (name, value) pairs, in order.
+    headers: Sequence[tuple[str, str]]
+
+    @abc.abstractmethod
+    def read(self) -> bytes:
+        """The next chunk of the body, as it arrived (decompressed); `b""` at its end.
+
+        Raises:
+            TransportError: The body could not be read.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the response: a connection whose body was read to the end goes back to the
+        pool, any other is closed. Never raises."""
+
+
+class AsyncResponse(abc.ABC):
+    """`Response`, for async code."""
+
+    status_code: int
+    headers: Sequence[tuple[str, str]]
+
+    @abc.abstractmethod
+    async def aread(self) -> bytes:
+        """The next chunk of the body; `b""` at its end.
+
+        Raises:
+            TransportError: The body could not be read.
+        """
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the response, as `Response.close()` does."""
+
+
+class Engine(abc.ABC):
+    """A blocking engine: one connection pool of one HTTP library, for `Client`."""
+
+    #: The engine's name, as `engine=` takes it.
+    name: str = ""
+
+    @abc.abstractmethod
+    def send(self, request: Request, timeout: Timeout) -> Response:
+        """Send `request`, no single wait longer than `timeout` says; return once the status
+        line and headers have arrived.
+
+        Raises:
+            TransportError: The request could not be sent, or no response arrived.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the pool (never an HTTP client the caller passed in)."""
+
+    @property
+    @abc.abstractmethod
+    def is_closed(self) -> bool:
+        """Whether `close()` has been called (or the caller's own HTTP client is closed)."""
+
+    @property
+    def owns_pool(self) -> bool:
+        """Whether closing the pool is the engine's job (not so for a caller's HTTP client)."""
+        return True
+
+
+class AsyncEngine(abc.ABC):
+    """An async engine: one connection pool of one HTTP library, for `AsyncClient`."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    async def send(self, request: Request, timeout: Timeout) -> AsyncResponse:
+        """As `Engine.send()`."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """As `Engine.close()`."""
+
+    @property
+    @abc.abstractmethod
+    def is_closed(self) -> bool:
+        """As `Engine.is_closed`."""
+
+    @property
+    def owns_pool(self) -> bool:
+        """As `Engine.owns_pool`."""
+        return True
+
+    def check_runnable(self) -> None:
+        """Raise `UsageError` when this engine cannot run in the current async library (an
+        asyncio-only engine under trio); called when the client is built and on each send."""
+
+
+def require_asyncio(engine: str) -> None:
+    """Refuse to run under trio, saying what to use instead; fine outside any event loop (a
+    client may be built before its loop starts: the engine checks again on each request)."""
+    import asyncio
+    import sys
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return
+    from .._exceptions import UsageError
+
+    raise UsageError(
+        f"the {engine} engine runs on asyncio only, and this is trio: "
+        "use engine='httpx' or engine='httpx2'"
+    )
