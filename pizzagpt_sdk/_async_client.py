@@ -31,8 +31,8 @@ __all__ = ["AsyncClient", "AsyncConversation", "AsyncStream"]
 class AsyncClient(ClientState):
     """An async PizzaGPT client for asyncio and trio, with one connection pool reused across calls.
 
-    Close it with `aclose()` or use it in an `async with` block. Every argument is checked here, before
-    anything is sent.
+    Close it with `aclose()` or use it in an `async with` block. Every argument is checked here,
+    before anything is sent.
 
     Args:
         base_url: The service's URL. Default: `PIZZAGPT_BASE_URL` from the environment, else
@@ -56,8 +56,8 @@ class AsyncClient(ClientState):
             `"httpx2"`, `"aiohttp"` (asyncio only) or `"curl_cffi"` (asyncio only), or an engine
             object (see `pizzagpt_sdk.engines`).
         http_client: Your own `httpx.AsyncClient`, `httpx2.AsyncClient`,
-            `aiohttp.ClientSession` or `curl_cffi.requests.AsyncSession`, used as it is (with its own proxy, TLS and limits) and never closed by the SDK; it
-            chooses the engine.
+            `aiohttp.ClientSession` or `curl_cffi.requests.AsyncSession`, used as it is (with
+            its own proxy, TLS and limits) and never closed by the SDK; it chooses the engine.
         transport: An httpx transport for the SDK's own pool (httpx's `MockTransport`, the
             fake's in-process transport, an `HTTPTransport` with options); used as it is, also
             after `os.fork()`. Environment proxies do not apply to it.
@@ -284,8 +284,8 @@ class AsyncConversation(ConversationState):
 class AsyncStream:
     """The events of one call: `str` chunks of the answer, then exactly one `FinishReason`.
 
-    Iterate over it once. Leaving an `async with` block, or calling `aclose()`, closes the HTTP response
-    at once and returns its connection to the pool.
+    Iterate over it once. Leaving an `async with` block, or calling `aclose()`, closes the HTTP
+    response at once and returns its connection to the pool.
 
     Raises:
         APIConnectionError: The service could not be reached (`APITimeoutError` for timeouts
@@ -363,7 +363,9 @@ class AsyncStream:
 
     async def _send(self, action: Send) -> None:
         try:
-            self._response = await self._engine.send(action.request, action.timeouts)
+            self._response = await self._engine.send(
+                action.request, action.timeouts, action.max_body
+            )
         except TransportError as exc:
             self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return

@@ -56,12 +56,15 @@ class Send:
         attempt: 1 for the first attempt, 2 for the first retry, …
         timeouts: The most each wait (connect, read, write, pool) may take, already capped by
             what is left of the deadline: pass them on to the HTTP library as they are.
+        max_body: The most body bytes worth taking in: a library that reads the whole body
+            before handing it over must stop there (the call refuses a larger one).
     """
 
     request: Request
     timeout: float | None
     attempt: int
     timeouts: Timeout
+    max_body: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +225,7 @@ class Call:
                 timeout=remaining,
                 attempt=self._attempts,
                 timeouts=self._timeout.capped(remaining),
+                max_body=self._max_bytes + 1,
             )
         if self._state is _State.RECEIVING:
             return _RECEIVE
@@ -291,7 +295,7 @@ class Call:
         if self._state not in (_State.SENT, _State.RECEIVING):
             raise RuntimeError("transport_failed() is only valid after Send or Receive")
         url = self.request.url
-        what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        what = _describe(cause)
         if timeout:
             error: APIConnectionError = APITimeoutError(
                 f"timed out talking to {url} ({what})", url=url
@@ -346,6 +350,19 @@ class Call:
     def _expect(self, state: _State, method: str) -> None:
         if self._state is not state:
             raise RuntimeError(f"{method}() is not valid now (the call is {self._state.name})")
+
+
+def _describe(cause: BaseException) -> str:
+    """The error's type and the first message found down its chain: httpx's `ConnectError` on
+    trio says nothing itself, its cause says `[SSL: CERTIFICATE_VERIFY_FAILED] …`."""
+    seen: list[BaseException] = []
+    current: BaseException | None = cause
+    while current is not None and current not in seen and len(seen) < 8:
+        if str(current):
+            return f"{type(cause).__name__}: {current}"
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return type(cause).__name__
 
 
 def check_deadline(value: object) -> float | None:

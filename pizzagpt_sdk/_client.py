@@ -367,7 +367,7 @@ class Stream:
 
     def _send(self, action: Send) -> None:
         try:
-            self._response = self._engine.send(action.request, action.timeouts)
+            self._response = self._engine.send(action.request, action.timeouts, action.max_body)
         except TransportError as exc:
             self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return

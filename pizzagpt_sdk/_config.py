@@ -41,8 +41,6 @@ __all__ = [
 ]
 
 
-
-
 #: An answer is generated before anything is sent back, so reads wait long (others use 60 s or
 #: more); a host that does not accept a connection in 10 s is not going to.
 DEFAULT_TIMEOUT = Timeout(connect=10.0, read=120.0, write=120.0, pool=120.0)
@@ -240,13 +238,10 @@ class Config:
             check_deadline(options["deadline"])
         if "timeout" in options:
             check_timeout(options["timeout"])
-        if options.get("model") is not None or options.get("search") is not None:
-            model, search = options.get("model"), options.get("search")
-            self.settings.build_request(
-                "-",
-                model=model if isinstance(model, str) or model is None else model,  # type: ignore[arg-type]
-                search=search,  # type: ignore[arg-type]
-            )
+        model, search = options.get("model"), options.get("search")
+        if model is not None or search is not None:
+            # The request's builder checks them: build one, and throw it away.
+            self.settings.build_request("-", model=model, search=search)  # type: ignore[arg-type]
 
     def new_call(
         self,

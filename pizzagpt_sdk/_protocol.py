@@ -363,7 +363,9 @@ class ResponseReader:
         events: list[Event] = [content] if content.strip() else []
         events.append(
             FinishReason(
-                "refusal" if refusal else "stop", citations=tuple(citations), refusal=refusal or None
+                "refusal" if refusal else "stop",
+                citations=tuple(citations),
+                refusal=refusal or None,
             )
         )
         return events

@@ -1,7 +1,8 @@
 """The sans-I/O core: everything the SDK decides, with no I/O, for any HTTP library to drive.
 
-`Client` and `AsyncClient` are thin drivers of this module over an engine (httpx by default). To speak PizzaGPT with
-another HTTP library, build a request, wrap it in a `Call`, and follow its actions:
+`Client` and `AsyncClient` are thin drivers of this module over an engine (httpx by default).
+To speak PizzaGPT with another HTTP library, build a request, wrap it in a `Call`, and follow its
+actions:
 
 ```python
 import http.client, random, time
@@ -37,6 +38,7 @@ from ._batch import Batch, BatchProgress, RateLimiter
 from ._call import Action, Call, Done, Receive, Send, Sleep, Transcript, collect
 from ._config import DEFAULT_TIMEOUT, CallOptions, Config
 from ._history import History
+from ._models import Timeout
 from ._prompt import Message, Messages, flatten_messages
 from ._protocol import (
     DEFAULT_BASE_URL,
@@ -50,7 +52,6 @@ from ._protocol import (
     Settings,
     parse_retry_after,
 )
-from ._models import Timeout
 from ._retry import DEFAULT_MAX_RETRIES, RETRY_STATUSES, RetryPolicy, is_retryable
 
 __all__ = [

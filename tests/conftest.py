@@ -78,6 +78,10 @@ class Subject:
         result: Answer = await _resolve(self.client.ask(messages, **options))
         return result
 
+    async def map(self, prompts: Any, **options: Any) -> list[Answer]:
+        result: list[Answer] = await _resolve(self.client.map(prompts, **options))
+        return result
+
     async def events(self, messages: Any, **options: Any) -> list[str | FinishReason]:
         """All the events of `stream()`, consumed fully."""
         stream = self.client.stream(messages, **options)

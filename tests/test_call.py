@@ -30,6 +30,7 @@ from pizzagpt_sdk import (
     SecretRejectedError,
 )
 from pizzagpt_sdk.core import (
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     RETRY_STATUSES,
     Action,
@@ -57,6 +58,9 @@ JSON = (("content-type", "application/json"),)
 NOW = 1_700_000_000.0
 #: The body is fed in chunks of this size.
 CHUNK = 16
+
+
+MAX_BODY = DEFAULT_MAX_RESPONSE_BYTES + 1  # what Send.max_body says by default
 
 
 def capped(remaining: float | None) -> Timeout:
@@ -185,7 +189,7 @@ def test_happy_path_action_sequence(clock: FakeClock) -> None:
     assert driver.run() == ANSWER
     # 37 bytes in chunks of 16: three data_received() calls, then body_ended().
     assert driver.actions == [
-        Send(request=REQUEST, timeout=None, attempt=1, timeouts=capped(None)),
+        Send(request=REQUEST, timeout=None, attempt=1, timeouts=capped(None), max_body=MAX_BODY),
         Receive(),
         Receive(),
         Receive(),
@@ -201,7 +205,7 @@ def test_happy_path_step_by_step(clock: FakeClock) -> None:
     call = make_call(clock, deadline=60)
     assert call.attempts == 0
     assert call.next_action() == Send(
-        request=REQUEST, timeout=60.0, attempt=1, timeouts=capped(60.0)
+        request=REQUEST, timeout=60.0, attempt=1, timeouts=capped(60.0), max_body=MAX_BODY
     )
     assert call.attempts == 1
     call.response_received(200, [("Content-Type", "application/json")])
@@ -254,7 +258,7 @@ def test_send_timeout_is_what_remains_of_the_deadline(
     clock.advance(elapsed)
     call.transport_failed(ConnectionResetError(), timeout=False)
     assert call.next_action() == Send(
-        request=REQUEST, timeout=timeout, attempt=2, timeouts=capped(timeout)
+        request=REQUEST, timeout=timeout, attempt=2, timeouts=capped(timeout), max_body=MAX_BODY
     )
 
 
@@ -645,7 +649,9 @@ def test_a_sleep_that_fits_in_the_deadline_is_taken(clock: FakeClock) -> None:
 
 def test_the_deadline_running_out_while_receiving(clock: FakeClock) -> None:
     call = make_call(clock, deadline=5, max_retries=3)
-    assert call.next_action() == Send(request=REQUEST, timeout=5.0, attempt=1, timeouts=capped(5.0))
+    assert call.next_action() == Send(
+        request=REQUEST, timeout=5.0, attempt=1, timeouts=capped(5.0), max_body=MAX_BODY
+    )
     clock.advance(1)
     call.response_received(200, JSON)
     assert call.next_action() == Receive()
@@ -671,7 +677,9 @@ def test_the_deadline_running_out_while_receiving(clock: FakeClock) -> None:
 def test_the_deadline_starts_at_the_first_step(clock: FakeClock, late: float) -> None:
     call = make_call(clock, deadline=5)
     clock.advance(late)  # a stream made now and iterated later has all of its deadline
-    assert call.next_action() == Send(request=REQUEST, timeout=5.0, attempt=1, timeouts=capped(5.0))
+    assert call.next_action() == Send(
+        request=REQUEST, timeout=5.0, attempt=1, timeouts=capped(5.0), max_body=MAX_BODY
+    )
 
 
 def test_a_deadline_gone_after_an_oversleep_chains_the_last_error(clock: FakeClock) -> None:
@@ -835,7 +843,7 @@ def test_a_misplaced_call_changes_nothing(clock: FakeClock, state: str, method: 
     # The call goes on as if nothing had happened.
     if state == "ready":
         assert call.next_action() == Send(
-            request=REQUEST, timeout=None, attempt=1, timeouts=capped(None)
+            request=REQUEST, timeout=None, attempt=1, timeouts=capped(None), max_body=MAX_BODY
         )
     if state in ("ready", "sent"):
         call.response_received(200, JSON)

@@ -21,12 +21,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._config import ENGINES
-from .._exceptions import InvalidTypeError, InvalidValueError, UsageError
+from pizzagpt_sdk._config import ENGINES
+from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError, UsageError
+
 from ._base import AsyncEngine, AsyncResponse, Engine, Response, TransportError
 
 if TYPE_CHECKING:
-    from .._config import Config
+    from pizzagpt_sdk._config import Config
+
     from ._aiohttp import AsyncAiohttpEngine
     from ._curl_cffi import AsyncCurlCffiEngine, CurlCffiEngine
     from ._httpx import AsyncHttpxEngine, HttpxEngine
@@ -54,6 +56,8 @@ _CLASSES: dict[str, tuple[str, str | None, str, str]] = {
     "aiohttp": ("_aiohttp", None, "AsyncAiohttpEngine", "aiohttp"),
     "curl_cffi": ("_curl_cffi", "CurlCffiEngine", "AsyncCurlCffiEngine", "curl_cffi"),
 }
+
+
 def __getattr__(name: str) -> Any:
     for engine, (module, blocking, asynchronous, _) in _CLASSES.items():
         if name in (blocking, asynchronous):
@@ -105,7 +109,9 @@ def open_engine(
         world, engine, http_client_library=library, transport=transport is not None
     )
     module, blocking, asynchronous, _ = _CLASSES[name]
-    cls = getattr(_load(name, module), blocking if world == "blocking" else asynchronous)
+    class_name = blocking if world == "blocking" else asynchronous
+    assert class_name is not None  # the core refused a blocking client an async-only engine
+    cls = getattr(_load(name, module), class_name)
     if transport is not None:
         return cls.from_config(config, transport=transport)
     return cls.from_config(config, http_client=http_client)

@@ -13,17 +13,17 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-
 import httpx
 
-from .._exceptions import InvalidTypeError
-from ._base import AsyncEngine, AsyncResponse, TransportError, require_asyncio
+from pizzagpt_sdk._exceptions import InvalidTypeError
+
+from ._base import _PARENTS_POOLS, AsyncEngine, AsyncResponse, TransportError, require_asyncio
 from ._httpx import _ssl_context
 
 if TYPE_CHECKING:
-    from .._config import Config
-    from .._models import Timeout
-    from .._protocol import Request
+    from pizzagpt_sdk._config import Config
+    from pizzagpt_sdk._models import Timeout
+    from pizzagpt_sdk._protocol import Request
 
 __all__ = ["AsyncAiohttpEngine"]
 
@@ -95,7 +95,9 @@ class AsyncAiohttpEngine(AsyncEngine):
     def check_runnable(self) -> None:
         require_asyncio("aiohttp")
 
-    async def send(self, request: Request, timeout: Timeout) -> AsyncResponse:
+    async def send(
+        self, request: Request, timeout: Timeout, max_body: int | None = None
+    ) -> AsyncResponse:
         session = self._session()
         try:
             response = await session.request(
@@ -129,6 +131,8 @@ class AsyncAiohttpEngine(AsyncEngine):
         again in a child process after `os.fork()`, leaving the parent's sockets alone."""
         self.check_runnable()
         if self._owns and (self._http is None or self._pid != os.getpid()):
+            if self._http is not None:
+                _PARENTS_POOLS.append(self._http)
             self._pid = os.getpid()
             connector = aiohttp.TCPConnector(
                 ssl=self._ssl, limit=self._max_connections, limit_per_host=0

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .._models import Timeout
-    from .._protocol import Request
+    from pizzagpt_sdk._models import Timeout
+    from pizzagpt_sdk._protocol import Request
 
 __all__ = [
     "AsyncEngine",
@@ -24,6 +24,12 @@ __all__ = [
     "TransportError",
     "require_asyncio",
 ]
+
+
+#: The pools a child process inherited from its parent through `os.fork()`, kept referenced and
+#: never closed: the child makes a pool of its own, and collecting the parent's there could shut
+#: the sockets the two processes share (a TLS close, a `shutdown()`), under the parent's calls.
+_PARENTS_POOLS: list[object] = []
 
 
 class TransportError(Exception):
@@ -97,9 +103,10 @@ class Engine(abc.ABC):
     name: str = ""
 
     @abc.abstractmethod
-    def send(self, request: Request, timeout: Timeout) -> Response:
+    def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
         """Send `request`, no single wait longer than `timeout` says; return once the status
-        line and headers have arrived.
+        line and headers have arrived. An engine whose library reads the whole body before
+        handing it over stops reading past `max_body` bytes (the call refuses such a body).
 
         Raises:
             TransportError: The request could not be sent, or no response arrived.
@@ -126,7 +133,9 @@ class AsyncEngine(abc.ABC):
     name: str = ""
 
     @abc.abstractmethod
-    async def send(self, request: Request, timeout: Timeout) -> AsyncResponse:
+    async def send(
+        self, request: Request, timeout: Timeout, max_body: int | None = None
+    ) -> AsyncResponse:
         """As `Engine.send()`."""
 
     @abc.abstractmethod
@@ -143,7 +152,7 @@ class AsyncEngine(abc.ABC):
         """As `Engine.owns_pool`."""
         return True
 
-    def check_runnable(self) -> None:
+    def check_runnable(self) -> None:  # noqa: B027 - most engines run everywhere
         """Raise `UsageError` when this engine cannot run in the current async library (an
         asyncio-only engine under trio); called when the client is built and on each send."""
 
@@ -167,7 +176,7 @@ def require_asyncio(engine: str) -> None:
         trio.lowlevel.current_task()
     except RuntimeError:
         return
-    from .._exceptions import UsageError
+    from pizzagpt_sdk._exceptions import UsageError
 
     raise UsageError(
         f"the {engine} engine runs on asyncio only, and this is trio: "

@@ -3,26 +3,41 @@
 A service behind Cloudflare can block clients by their TLS fingerprint: gpt4free's users met
 those 403 pages for years. curl_cffi speaks as a browser does (`impersonate="chrome"`, the
 default here). The extra `impersonate` installs it.
+
+curl_cffi's streaming mode is not used: its blocking one copies the curl handle for each request
+(a new connection, and a TLS handshake, per call), its timeouts are whole seconds of low speed
+(a server that sends nothing for minutes was not stopped by a 0.2 s timeout), and it buffers
+the whole body anyway. So a request runs to its end in one `perform()`, bounded by one total
+timeout, and its body arrives through a callback that stops the transfer once it holds more
+than the call accepts (`Send.max_body`): memory stays bounded, and the core refuses the answer.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from curl_cffi import requests as curl_requests
-from curl_cffi.curl import CurlError
+from curl_cffi.curl import CURL_WRITEFUNC_ERROR, CurlError
 
-from .._exceptions import InvalidTypeError, InvalidValueError
-from ._base import AsyncEngine, AsyncResponse, Engine, Response, TransportError, require_asyncio
+from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError
+
+from ._base import (
+    _PARENTS_POOLS,
+    AsyncEngine,
+    AsyncResponse,
+    Engine,
+    Response,
+    TransportError,
+    require_asyncio,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
-
-    from .._config import Config
-    from .._models import Timeout
-    from .._protocol import Request
+    from pizzagpt_sdk._config import Config
+    from pizzagpt_sdk._models import Timeout
+    from pizzagpt_sdk._protocol import Request
 
 __all__ = ["AsyncCurlCffiEngine", "CurlCffiEngine"]
 
@@ -38,7 +53,7 @@ class _CurlBase:
         self,
         *,
         impersonate: str | None = DEFAULT_IMPERSONATE,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         proxy: str | None = None,
         max_connections: int = 100,
         tls: bool = True,
@@ -104,22 +119,63 @@ class _CurlBase:
         if self._owns and self._pid != os.getpid():
             # After os.fork() the curl handles hold the parent's sockets: a new session.
             self._pid = os.getpid()
+            _PARENTS_POOLS.append(self._http)
             self._http = self._new_http()
         return self._http
 
-    @staticmethod
-    def _arguments(request: Request, timeout: Timeout) -> dict[str, Any]:
-        # curl's timeouts: (connect, read) sets the connect timeout and a total one of their sum
-        # (curl_cffi), so the read bound is a bound on the whole exchange. None: no limit.
-        connect, read = timeout.connect, timeout.read
-        limit: Any = None if connect is None or read is None else (connect, read)
+    def _arguments(self, request: Request, timeout: Timeout, body: _Body) -> dict[str, Any]:
+        # One total timeout for the whole exchange (connect included): the read timeout, which
+        # the core has already capped by what is left of the deadline; the connect one within it.
+        total = timeout.read if timeout.read is not None else timeout.connect
+        limit: Any = None
+        if total is not None:
+            connect = total if timeout.connect is None else min(timeout.connect, total)
+            limit = (connect, total - connect)
         return {
             "headers": dict(request.headers),
             "data": request.body,
             "timeout": limit,
-            "stream": True,
+            "content_callback": body.write,
             "allow_redirects": False,  # as httpx: a redirect is an answer, not followed
         }
+
+
+class _Body:
+    """The body's chunks as curl delivers them, up to `limit` bytes; then the transfer stops."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+        self.limit = limit
+        self.cut = False
+        self.failure: CurlError | None = None
+
+    def write(self, chunk: bytes) -> int:
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        if self.limit is not None and self.size > self.limit:
+            self.cut = True
+            return CURL_WRITEFUNC_ERROR
+        return len(chunk)
+
+    def read(self) -> bytes:
+        if self.chunks:
+            return self.chunks.popleft()
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise _error(failure) from failure
+        return b""
+
+
+def _received(body: _Body, exc: CurlError) -> Any:
+    """The response of a transfer that failed once its headers had arrived (the body's limit
+    stopped it, or the body broke off: then reading the body raises), or `None`."""
+    response = getattr(exc, "response", None)
+    if response is None or not getattr(response, "status_code", 0):
+        return None
+    if not body.cut:
+        body.failure = exc
+    return response
 
 
 class CurlCffiEngine(_CurlBase, Engine):
@@ -138,14 +194,17 @@ class CurlCffiEngine(_CurlBase, Engine):
             engine), used as it is and never closed by the SDK.
     """
 
-    def send(self, request: Request, timeout: Timeout) -> Response:
+    def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
+        body = _Body(max_body)
         try:
             response = self._session().request(
-                request.method, request.url, **self._arguments(request, timeout)
+                request.method, request.url, **self._arguments(request, timeout, body)
             )
         except CurlError as exc:
-            raise _error(exc) from exc
-        return _CurlResponse(response)
+            response = _received(body, exc)
+            if response is None:
+                raise _error(exc) from exc
+        return _CurlResponse(response, body)
 
     def close(self) -> None:
         self._closed = True
@@ -154,25 +213,16 @@ class CurlCffiEngine(_CurlBase, Engine):
 
 
 class _CurlResponse(Response):
-    def __init__(self, response: Any) -> None:
-        self._response = response
+    def __init__(self, response: Any, body: _Body) -> None:
         self.status_code = response.status_code
         self.headers = list(response.headers.multi_items())
-        self._chunks: Iterator[bytes] | None = response.iter_content()
+        self._body = body
 
     def read(self) -> bytes:
-        if self._chunks is None:
-            return b""
-        try:
-            chunk: bytes = next(self._chunks, b"")
-        except CurlError as exc:
-            self._chunks = None
-            raise _error(exc) from exc
-        return chunk
+        return self._body.read()
 
     def close(self) -> None:
-        self._chunks = None
-        self._response.close()
+        self._body.chunks.clear()
 
 
 class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
@@ -188,15 +238,20 @@ class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
     def check_runnable(self) -> None:
         require_asyncio("curl_cffi")
 
-    async def send(self, request: Request, timeout: Timeout) -> AsyncResponse:
+    async def send(
+        self, request: Request, timeout: Timeout, max_body: int | None = None
+    ) -> AsyncResponse:
         self.check_runnable()
+        body = _Body(max_body)
         try:
             response = await self._session().request(
-                request.method, request.url, **self._arguments(request, timeout)
+                request.method, request.url, **self._arguments(request, timeout, body)
             )
         except CurlError as exc:
-            raise _error(exc) from exc
-        return _AsyncCurlResponse(response)
+            response = _received(body, exc)
+            if response is None:
+                raise _error(exc) from exc
+        return _AsyncCurlResponse(response, body)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -205,25 +260,16 @@ class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
 
 
 class _AsyncCurlResponse(AsyncResponse):
-    def __init__(self, response: Any) -> None:
-        self._response = response
+    def __init__(self, response: Any, body: _Body) -> None:
         self.status_code = response.status_code
         self.headers = list(response.headers.multi_items())
-        self._chunks: AsyncIterator[bytes] | None = response.aiter_content()
+        self._body = body
 
     async def aread(self) -> bytes:
-        if self._chunks is None:
-            return b""
-        try:
-            chunk: bytes = await anext(self._chunks, b"")
-        except CurlError as exc:
-            self._chunks = None
-            raise _error(exc) from exc
-        return chunk
+        return self._body.read()
 
     async def aclose(self) -> None:
-        self._chunks = None
-        await self._response.aclose()
+        self._body.chunks.clear()
 
 
 def _error(exc: CurlError) -> TransportError:

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
-from .._exceptions import InvalidTypeError, InvalidValueError
-from ._base import AsyncEngine, AsyncResponse, Engine, Response, TransportError
+from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError
+
+from ._base import _PARENTS_POOLS, AsyncEngine, AsyncResponse, Engine, Response, TransportError
 
 if TYPE_CHECKING:
-    from .._config import Config
-    from .._models import Timeout
-    from .._protocol import Request
+    from pizzagpt_sdk._config import Config
+    from pizzagpt_sdk._models import Timeout
+    from pizzagpt_sdk._protocol import Request
 
 __all__ = ["AsyncHttpxEngine", "HttpxEngine"]
 
@@ -113,6 +114,7 @@ class _HttpxBase:
             # them would interleave its bytes with the parent's. Start a fresh pool, and leave
             # the parent's alone (closing it here could shut the parent's TLS sessions down).
             self._pid = os.getpid()
+            _PARENTS_POOLS.append(self._http)
             self._http = self._new_http()
         url, headers = _target(self._module, request.url, request.headers)
         built = self._http.build_request(
@@ -148,7 +150,7 @@ class HttpxEngine(_HttpxBase, Engine):
             `os.fork()`. Environment proxies do not apply to it.
     """
 
-    def send(self, request: Request, timeout: Timeout) -> Response:
+    def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
         built = self._build(request, timeout)
         try:
             response = self._http.send(built, stream=True)
@@ -210,22 +212,26 @@ class AsyncHttpxEngine(_HttpxBase, AsyncEngine):
         ):
             from ._httpx_pool import POOL_SIZE, SpreadTransport
 
+            # Pools of equal size that hold exactly max_connections: 4 each where it divides.
+            size = next(n for n in range(POOL_SIZE, 0, -1) if self._max_connections % n == 0)
             limits = httpx.Limits(
-                max_connections=POOL_SIZE,
-                max_keepalive_connections=POOL_SIZE,
+                max_connections=size,
+                max_keepalive_connections=size,
                 keepalive_expiry=_KEEPALIVE_EXPIRY,
             )
             verify = self._verify
             transport = SpreadTransport(
                 lambda: httpx.AsyncHTTPTransport(verify=verify, limits=limits),
-                pools=-(-self._max_connections // POOL_SIZE),
-                per_pool=POOL_SIZE,
+                pools=self._max_connections // size,
+                per_pool=size,
                 idle_expiry=_KEEPALIVE_EXPIRY,
             )
             return httpx.AsyncClient(transport=transport)
         return super()._new_http()
 
-    async def send(self, request: Request, timeout: Timeout) -> AsyncResponse:
+    async def send(
+        self, request: Request, timeout: Timeout, max_body: int | None = None
+    ) -> AsyncResponse:
         built = self._build(request, timeout)
         try:
             response = await self._http.send(built, stream=True)
@@ -298,14 +304,14 @@ def _ssl_context(module: ModuleType, verify: object) -> Any:
         try:
             return ssl.create_default_context(cafile=verify)
         except (OSError, ssl.SSLError) as exc:
-            raise InvalidValueError(f"verify: cannot load the CA bundle {verify!r} ({exc})") from exc
+            raise InvalidValueError(
+                f"verify: cannot load the CA bundle {verify!r} ({exc})"
+            ) from exc
     return verify
 
 
 @functools.lru_cache(maxsize=64)
-def _target(
-    module: ModuleType, url: str, headers: tuple[tuple[str, str], ...]
-) -> tuple[Any, Any]:
+def _target(module: ModuleType, url: str, headers: tuple[tuple[str, str], ...]) -> tuple[Any, Any]:
     """The library's URL and headers for the core's, parsed once: parsing them is about a third
     of building an httpx request (benchmarks/). httpx copies the headers and never changes these."""
     return module.URL(url), module.Headers(headers)

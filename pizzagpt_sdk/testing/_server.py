@@ -12,6 +12,7 @@ import contextlib
 import http.server
 import socket
 import socketserver
+import ssl
 import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -44,22 +45,27 @@ class FakeServer:
 
     Args:
         fake: The fake that decides the responses.
+        ssl_context: A server-side TLS context, to serve `https://` (with a test CA's
+            certificate for `127.0.0.1`: see `trustme`); `None` serves plain `http://`.
     """
 
-    def __init__(self, fake: FakePizzaGPT) -> None:
+    def __init__(self, fake: FakePizzaGPT, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self._fake = fake
+        self._ssl_context = ssl_context
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        """The base URL, `http://127.0.0.1:PORT`, to pass as the SDK's `base_url`.
+        """The base URL, `http://127.0.0.1:PORT` (`https://` with TLS), to pass as the SDK's
+        `base_url`.
 
         Raises:
             RuntimeError: The server has not been started.
         """
         host, port = self._started().server_address[:2]
-        return f"http://{host!s}:{port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        return f"{scheme}://{host!s}:{port}"
 
     @property
     def fake(self) -> FakePizzaGPT:
@@ -84,7 +90,7 @@ class FakeServer:
         """
         if self._server is not None:
             raise RuntimeError("a FakeServer serves once: get another from fake.serve()")
-        self._server = _HTTPServer(self._fake)
+        self._server = _HTTPServer(self._fake, self._ssl_context)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": _POLL_INTERVAL},
@@ -114,7 +120,7 @@ class FakeServer:
         Args:
             **kwargs: `Client` arguments. `base_url` defaults to `url` and `secret` to the
                 fake's; environment proxies are ignored, so that nothing but 127.0.0.1 is
-                contacted.
+                contacted (unless `verify`, `max_connections` or `proxy` is given).
 
         Returns:
             The client.
@@ -168,12 +174,15 @@ class FakeServer:
 
 def _local_only(kwargs: dict[str, Any], *, asynchronous: bool) -> dict[str, Any]:
     """The client's arguments, with environment proxies turned off for its engine, so that
-    nothing leaves 127.0.0.1 (aiohttp's engine never reads them)."""
-    if any(name in kwargs for name in ("http_client", "transport", "proxy")):
+    nothing leaves 127.0.0.1 (aiohttp's engine never reads them). Not with arguments that
+    configure the SDK's own pool (`verify`, `max_connections`, `proxy`), which an httpx
+    transport of ours would refuse."""
+    configured = ("http_client", "transport", "proxy", "verify", "max_connections")
+    if any(name in kwargs for name in configured):
         return kwargs
     engine = kwargs.get("engine") or "httpx"
     if engine in ("httpx", "httpx2"):
-        from ..engines._httpx import _default_context
+        from pizzagpt_sdk.engines._httpx import _default_context
 
         module: Any = httpx
         if engine == "httpx2":
@@ -183,7 +192,7 @@ def _local_only(kwargs: dict[str, Any], *, asynchronous: bool) -> dict[str, Any]
         cls = module.AsyncHTTPTransport if asynchronous else module.HTTPTransport
         return {**kwargs, "transport": cls(verify=verify)}
     if engine == "curl_cffi":
-        from ..engines import AsyncCurlCffiEngine, CurlCffiEngine
+        from pizzagpt_sdk.engines import AsyncCurlCffiEngine, CurlCffiEngine
 
         cls = AsyncCurlCffiEngine if asynchronous else CurlCffiEngine
         return {**kwargs, "engine": cls(trust_env=False)}
@@ -195,9 +204,10 @@ class _HTTPServer(socketserver.TCPServer):
 
     request_queue_size = 64  # Tests open connections in bursts; the default is 5.
 
-    def __init__(self, fake: FakePizzaGPT) -> None:
+    def __init__(self, fake: FakePizzaGPT, ssl_context: ssl.SSLContext | None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.fake = fake
+        self.ssl_context = ssl_context
         self.stopping = threading.Event()
         self.accepted = 0
         self._lock = threading.Lock()
@@ -231,6 +241,14 @@ class _HTTPServer(socketserver.TCPServer):
 
     def _serve_connection(self, request: socket.socket, client_address: Any) -> None:
         try:
+            if self.ssl_context is not None:
+                # In the connection's thread: a slow handshake holds up no other connection.
+                # The TLS socket takes the plain one's file descriptor: stop() shuts it down.
+                plain = request
+                request = self.ssl_context.wrap_socket(plain, server_side=True)
+                with self._lock:
+                    self._open.discard(plain)
+                    self._open.add(request)
             self.finish_request(request, client_address)
         except OSError:
             pass  # The client went away, or stop() shut the connection: no one to answer.
