@@ -30,6 +30,7 @@ from pizzagpt_sdk import (
     InvalidValueError,
     MisuseDetectedError,
     PizzaGPTError,
+    RateLimiter,
     RateLimitError,
     SecretRejectedError,
     Stream,
@@ -219,7 +220,30 @@ def test_importing_loads_nothing_a_call_does_not_need() -> None:
 def test_an_answer_renders_as_markdown_in_a_notebook() -> None:
     plain = Answer(text="**Hi**", finish_reason=FinishReason("stop"))
     assert plain._repr_markdown_() == "**Hi**"
-    cited = Answer(text="Yes.", finish_reason=FinishReason("stop", citations=("https://a.example/1",)))
+    cited = Answer(
+        text="Yes.", finish_reason=FinishReason("stop", citations=("https://a.example/1",))
+    )
     assert cited._repr_markdown_() == "Yes.\n\n**Sources**\n\n1. <https://a.example/1>"
     refused = Answer(text="", finish_reason=FinishReason("refusal", refusal="No."))
     assert refused._repr_markdown_() == "> **Refused:** No."
+
+
+def test_public_values_take_only_their_one_required_field_by_position() -> None:
+    assert FinishReason("stop", citations=("https://a.example/1",)).citations
+    with pytest.raises(TypeError):
+        FinishReason("stop", ("https://a.example/1",))  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Answer("Hi", FinishReason("stop"))  # type: ignore[misc]
+
+
+def test_a_rate_limiter_needs_no_clock() -> None:
+    limiter = RateLimiter(60)
+    assert [limiter.reserve(now=100.0), limiter.reserve(now=100.0)] == [0.0, 1.0]
+    with pytest.raises(InvalidValueError, match="give reserve\\(\\) the time"):
+        limiter.reserve()
+
+
+def test_a_conversation_keeps_its_history_private() -> None:
+    for cls in (Conversation, AsyncConversation):
+        public = {name for name in dir(cls) if not name.startswith("_")}
+        assert public == {"ask", "messages", "reset", "stream", "system", "to_messages"}, cls
