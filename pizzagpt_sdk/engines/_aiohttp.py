@@ -21,7 +21,6 @@ from ._base import _PARENTS_POOLS, AsyncEngine, AsyncResponse, TransportError, r
 from ._httpx import _ssl_context
 
 if TYPE_CHECKING:
-    from pizzagpt_sdk._config import Config
     from pizzagpt_sdk._models import Timeout
     from pizzagpt_sdk._protocol import Request
 
@@ -71,22 +70,6 @@ class AsyncAiohttpEngine(AsyncEngine):
         self._pid = os.getpid()
         self._closed = False
         self.check_runnable()
-
-    @classmethod
-    def from_config(cls, config: Config, *, http_client: Any = None) -> AsyncAiohttpEngine:
-        """The engine for a client's configuration."""
-        if http_client is not None:
-            return cls(http_client=http_client)
-        return cls(
-            verify=config.verify,
-            proxy=config.proxy,
-            max_connections=config.max_connections,
-            tls=config.https,
-        )
-
-    @property
-    def owns_pool(self) -> bool:
-        return self._owns
 
     @property
     def is_closed(self) -> bool:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pizzagpt_sdk._config import Config
     from pizzagpt_sdk._models import Timeout
     from pizzagpt_sdk._protocol import Request
 
@@ -96,11 +97,36 @@ class AsyncResponse(abc.ABC):
         """Close the response, as `Response.close()` does."""
 
 
-class Engine(abc.ABC):
-    """A blocking engine: one connection pool of one HTTP library, for `Client`."""
+class _Pooled:
+    """What every engine of the SDK's has: a pool it owns, or the caller's HTTP client."""
 
     #: The engine's name, as `engine=` takes it.
     name: str = ""
+    _owns: bool = True
+
+    @classmethod
+    def from_config(cls, config: Config, *, http_client: Any = None, **more: Any) -> Any:
+        """The engine for a client's configuration: the caller's own HTTP client as it is, or
+        a pool of the engine's own with the client's TLS, proxy and connection limit."""
+        make: Any = cls  # each engine's own constructor takes these arguments
+        if http_client is not None:
+            return make(http_client=http_client)
+        return make(
+            verify=config.verify,
+            proxy=config.proxy,
+            max_connections=config.max_connections,
+            tls=config.https,
+            **more,
+        )
+
+    @property
+    def owns_pool(self) -> bool:
+        """Whether closing the pool is the engine's job (not so for a caller's HTTP client)."""
+        return self._owns
+
+
+class Engine(_Pooled, abc.ABC):
+    """A blocking engine: one connection pool of one HTTP library, for `Client`."""
 
     @abc.abstractmethod
     def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
@@ -121,16 +147,9 @@ class Engine(abc.ABC):
     def is_closed(self) -> bool:
         """Whether `close()` has been called (or the caller's own HTTP client is closed)."""
 
-    @property
-    def owns_pool(self) -> bool:
-        """Whether closing the pool is the engine's job (not so for a caller's HTTP client)."""
-        return True
 
-
-class AsyncEngine(abc.ABC):
+class AsyncEngine(_Pooled, abc.ABC):
     """An async engine: one connection pool of one HTTP library, for `AsyncClient`."""
-
-    name: str = ""
 
     @abc.abstractmethod
     async def send(
@@ -147,12 +166,7 @@ class AsyncEngine(abc.ABC):
     def is_closed(self) -> bool:
         """As `Engine.is_closed`."""
 
-    @property
-    def owns_pool(self) -> bool:
-        """As `Engine.owns_pool`."""
-        return True
-
-    def check_runnable(self) -> None:  # noqa: B027 - most engines run everywhere
+    def check_runnable(self) -> None:
         """Raise `UsageError` when this engine cannot run in the current async library (an
         asyncio-only engine under trio); called when the client is built and on each send."""
 

@@ -35,7 +35,6 @@ from ._base import (
 )
 
 if TYPE_CHECKING:
-    from pizzagpt_sdk._config import Config
     from pizzagpt_sdk._models import Timeout
     from pizzagpt_sdk._protocol import Request
 
@@ -90,22 +89,6 @@ class _CurlBase:
         self._pid = os.getpid()
         self._http: Any = http_client if http_client is not None else self._new_http()
         self._closed = False
-
-    @classmethod
-    def from_config(cls, config: Config, *, http_client: Any = None) -> Any:
-        """The engine for a client's configuration."""
-        if http_client is not None:
-            return cls(http_client=http_client)
-        return cls(
-            verify=config.verify,
-            proxy=config.proxy,
-            max_connections=config.max_connections,
-            tls=config.https,
-        )
-
-    @property
-    def owns_pool(self) -> bool:
-        return self._owns
 
     @property
     def is_closed(self) -> bool:

@@ -22,7 +22,6 @@ from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError
 from ._base import _PARENTS_POOLS, AsyncEngine, AsyncResponse, Engine, Response, TransportError
 
 if TYPE_CHECKING:
-    from pizzagpt_sdk._config import Config
     from pizzagpt_sdk._models import Timeout
     from pizzagpt_sdk._protocol import Request
 
@@ -74,23 +73,6 @@ class _HttpxBase:
         self._pid = os.getpid()
         self._http: Any = http_client if http_client is not None else self._new_http()
         self._closed = False
-
-    @classmethod
-    def from_config(cls, config: Config, *, http_client: Any = None, transport: Any = None) -> Any:
-        """The engine for a client's configuration."""
-        if http_client is not None:
-            return cls(http_client=http_client)
-        return cls(
-            verify=config.verify,
-            proxy=config.proxy,
-            max_connections=config.max_connections,
-            tls=config.https,
-            transport=transport,
-        )
-
-    @property
-    def owns_pool(self) -> bool:
-        return self._owns
 
     @property
     def is_closed(self) -> bool:
