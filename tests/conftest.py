@@ -17,6 +17,12 @@ from pizzagpt_sdk.testing import FakePizzaGPT, FakeServer
 URL = "https://www.pizzagpt.it/api/chatx-completion"
 
 
+def httpx_client_of(client: Client | AsyncClient) -> Any:
+    """The httpx client under an SDK client on the httpx engine: the pool tests inspect it."""
+    assert client.engine == "httpx"
+    return client._engine._http  # type: ignore[union-attr]
+
+
 @pytest.fixture
 def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No proxy from the environment: the SDK's own pool, as a user gets it, reaches 127.0.0.1

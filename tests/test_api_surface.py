@@ -231,9 +231,9 @@ def test_an_answer_renders_as_markdown_in_a_notebook() -> None:
 def test_public_values_take_only_their_one_required_field_by_position() -> None:
     assert FinishReason("stop", citations=("https://a.example/1",)).citations
     with pytest.raises(TypeError):
-        FinishReason("stop", ("https://a.example/1",))  # type: ignore[misc]
+        FinishReason("stop", ("https://a.example/1",))  # type: ignore[call-arg]
     with pytest.raises(TypeError):
-        Answer("Hi", FinishReason("stop"))  # type: ignore[misc]
+        Answer("Hi", FinishReason("stop"))  # type: ignore[call-arg]
 
 
 def test_a_rate_limiter_needs_no_clock() -> None:

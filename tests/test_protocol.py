@@ -570,7 +570,10 @@ SUCCESS_CASES = [
                     "citations": ["https://a.example/1", "https://b.example/2"],
                 }
             ),
-            ["Answer", FinishReason("stop", citations=("https://a.example/1", "https://b.example/2"))],
+            [
+                "Answer",
+                FinishReason("stop", citations=("https://a.example/1", "https://b.example/2")),
+            ],
         ),
         id="citations",
     ),

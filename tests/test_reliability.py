@@ -48,6 +48,7 @@ from pizzagpt_sdk import (
 from pizzagpt_sdk._protocol import DEFAULT_MAX_RESPONSE_BYTES
 from pizzagpt_sdk.engines._httpx_pool import SpreadTransport
 from pizzagpt_sdk.testing import FakePizzaGPT, Reply
+from tests.conftest import httpx_client_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -99,7 +100,7 @@ async def close(client: Client | AsyncClient) -> None:
 
 def connections_in_use(client: Client | AsyncClient) -> list[str]:
     """What the client's pool still holds for a request: busy connections and waiting requests."""
-    transport = client._engine._http._transport
+    transport = httpx_client_of(client)._transport
     if isinstance(transport, SpreadTransport):  # AsyncClient's small pools
         # Each pool's count of open responses must be back to zero, as its connections are.
         counted = [
@@ -636,7 +637,7 @@ def test_ctrl_c_anywhere_in_a_sync_call_leaves_nothing_in_use(point: str) -> Non
 
 def ssl_contexts(client: Client | AsyncClient) -> list[ssl.SSLContext]:
     """The TLS contexts of the client's transport and of every proxy mount."""
-    transports = [client._engine._http._transport, *client._engine._http._mounts.values()]
+    transports = [httpx_client_of(client)._transport, *httpx_client_of(client)._mounts.values()]
     contexts = []
     for transport in transports:
         if isinstance(transport, SpreadTransport):  # AsyncClient's: each small pool it makes
@@ -665,7 +666,7 @@ async def test_the_sdks_own_pool_verifies_tls_by_default(
             assert context.check_hostname
             assert context.cert_store_stats()["x509_ca"] > 0  # a CA bundle is loaded
         if proxy is not None:
-            [(pattern, _)] = client._engine._http._mounts.items()
+            [(pattern, _)] = httpx_client_of(client)._mounts.items()
             assert pattern.pattern == "https://"
     finally:
         await close(client)
