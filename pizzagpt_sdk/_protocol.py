@@ -211,10 +211,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():  # isdigit() alone takes "²", which float() refuses
-        return float(value)
+        return float(value)  # "9" * 400 is inf: longer than any cap, so not waited for
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year past C's int: Overflow
         return None
     if when.tzinfo is None:
         # The asctime form has no zone; RFC 9110 (section 5.6.7) says every HTTP date is GMT.
@@ -257,8 +257,12 @@ class ResponseReader:
         self._now = now
         self._buffer = bytearray()
         declared = self._headers.get("content-length", "")
-        if self.ok and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-            raise self._too_large(f"it declares {int(declared):,} bytes")
+        if self.ok and declared.isascii() and declared.isdigit():
+            # int() refuses over 4,300 digits (CPython's limit): any 20 digits are too many.
+            if len(declared) >= 20:
+                raise self._too_large(f"it declares a {len(declared)}-digit length")
+            if int(declared) > max_bytes:
+                raise self._too_large(f"it declares {int(declared):,} bytes")
 
     @property
     def ok(self) -> bool:
@@ -380,7 +384,7 @@ class ResponseReader:
         cls = APIStatusError
         if status == 429:
             cls = RateLimitError
-        elif status >= 500:
+        elif 500 <= status < 600:
             cls = InternalServerError
         try:
             phrase = HTTPStatus(status).phrase

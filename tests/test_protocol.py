@@ -18,7 +18,10 @@ from typing import Any
 import pytest
 
 from pizzagpt_sdk import (
+    APIConnectionError,
     APIStatusError,
+    APITimeoutError,
+    ClientClosedError,
     FinishReason,
     InternalServerError,
     InvalidResponseError,
@@ -40,6 +43,7 @@ from pizzagpt_sdk.core import (
     ResponseReader,
     Settings,
     flatten_messages,
+    is_retryable,
     parse_retry_after,
 )
 
@@ -1317,3 +1321,67 @@ def test_reader_errors_have_no_context_chained() -> None:
     assert isinstance(error, InvalidResponseError)
     assert error.__cause__ is None
     assert error.__suppress_context__
+
+
+# Hostile values that once escaped the error tree (issue 12)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Mon, 01 Jan 99999999999 00:00:00 GMT", None),  # OverflowError in the date's parser
+        ("Mon, 01 Jan 10000 00:00:00 GMT", None),
+        ("9" * 400, float("inf")),  # longer than any cap: not waited for
+    ],
+)
+def test_a_retry_after_out_of_any_range_is_read_without_raising(
+    value: str, expected: float | None
+) -> None:
+    assert parse_retry_after(value, now=0.0) == expected
+
+
+def test_a_content_length_of_thousands_of_digits_is_too_large_not_a_crash() -> None:
+    with pytest.raises(InvalidResponseError, match="5000-digit length"):
+        ResponseReader(
+            url="https://x.test/", status_code=200, headers=[("content-length", "9" * 5000)],
+            max_bytes=1024, now=0.0,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(599, "InternalServerError"), (999, "APIStatusError")]
+)
+def test_only_5xx_statuses_are_server_errors(status: int, error: str) -> None:
+    reader = ResponseReader(
+        url="https://x.test/", status_code=status, headers=[], max_bytes=1024, now=0.0
+    )
+    reader.feed(b"{}")
+    with pytest.raises(APIStatusError) as caught:
+        reader.end()
+    assert type(caught.value).__name__ == error
+    assert is_retryable(caught.value) is (status < 600)
+
+
+ERRORS = [
+    InvalidValueError("bad"),
+    ClientClosedError("closed"),
+    APIConnectionError("down", url="https://x.test/"),
+    APITimeoutError("slow", url="https://x.test/"),
+    APIStatusError("no", url="https://x.test/", status_code=418, body="tea", retry_after=2.0),
+    RateLimitError("wait", url="https://x.test/", status_code=429, body="", retry_after=None),
+    InternalServerError("oops", url="https://x.test/", status_code=503, body="down"),
+    InvalidResponseError("html", url="https://x.test/", status_code=200, body="<html>"),
+    SecretRejectedError("secret", url="https://x.test/", status_code=200, body="Invalid"),
+    MisuseDetectedError("misuse", url="https://x.test/", status_code=200, body="", content="M"),
+]
+
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda error: type(error).__name__)
+def test_every_error_pickles_and_copies_with_its_attributes(error: PizzaGPTError) -> None:
+    import copy
+    import pickle
+
+    for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error), copy.deepcopy(error)):
+        assert type(clone) is type(error)
+        assert (clone.args, vars(clone)) == (error.args, vars(error))
+        assert str(clone) == str(error)
