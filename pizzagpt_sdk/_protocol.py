@@ -203,7 +203,7 @@ def _check_header_value(what: str, value: object) -> str:
     if not value.strip():
         raise InvalidValueError(f"{what} is empty")
     # RFC 9110, section 5.5: visible ASCII, spaces and tabs; no other control character.
-    if not value.isascii() or any(ord(c) < 32 and c != "\t" or c == "\x7f" for c in value):
+    if not value.isascii() or any((ord(c) < 32 and c != "\t") or c == "\x7f" for c in value):
         raise InvalidValueError(f"{what} must be printable ASCII, with no line break or control")
     return value
 
