@@ -27,6 +27,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import KW_ONLY, dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from ._exceptions import (
     APIConnectionError,
@@ -150,6 +151,8 @@ class Call:
                 f"retry_policy must be a RetryPolicy, not {type(retry_policy).__name__}"
             )
         self.request = request
+        # What the call writes (errors, logs) never holds the secret or the URL's password.
+        self._url, self._secrets = shown_url(request)
         self._clock = clock
         self._now = now
         self._random = random
@@ -199,12 +202,12 @@ class Call:
             delay = self._retry_delay()
             assert self._error is not None
             if delay is None:
-                _log.debug("giving up on %s after %d attempt(s)", self.request.url, self._attempts)
+                _log.debug("giving up on %s after %d attempt(s)", self._url, self._attempts)
                 raise self._error
             self._state = _State.READY
             _log.info(
                 "retrying %s in %.3f s (attempt %d failed: %s)",
-                self.request.url,
+                self._url,
                 delay,
                 self._attempts,
                 self._error,
@@ -219,7 +222,7 @@ class Call:
                 raise error
             self._attempts += 1
             self._state = _State.SENT
-            _log.debug("POST %s, attempt %d", self.request.url, self._attempts)
+            _log.debug("POST %s, attempt %d", self._url, self._attempts)
             return Send(
                 request=self.request,
                 timeout=remaining,
@@ -241,10 +244,10 @@ class Call:
             headers: The response headers as (name, value) pairs.
         """
         self._expect(_State.SENT, "response_received")
-        _log.debug("HTTP %d from %s", status_code, self.request.url)
+        _log.debug("HTTP %d from %s", status_code, self._url)
         try:
             self._reader = ResponseReader(
-                url=self.request.url,
+                url=self._url,
                 status_code=status_code,
                 headers=headers,
                 max_bytes=self._max_bytes,
@@ -294,7 +297,7 @@ class Call:
         """
         if self._state not in (_State.SENT, _State.RECEIVING):
             raise RuntimeError("transport_failed() is only valid after Send or Receive")
-        url = self.request.url
+        url = self._url
         what = _describe(cause)
         if timeout:
             error: APIConnectionError = APITimeoutError(
@@ -317,6 +320,7 @@ class Call:
         return events
 
     def _fail(self, error: PizzaGPTError, *, retryable: bool) -> None:
+        _scrub(error, self._secrets)
         self._error = error
         self._retryable = retryable
         self._state = _State.FAILED
@@ -341,8 +345,8 @@ class Call:
     def _deadline_error(self) -> APITimeoutError:
         error = APITimeoutError(
             f"the call's deadline of {self._deadline:g} s ran out after {self._attempts} "
-            f"attempt(s) to {self.request.url}",
-            url=self.request.url,
+            f"attempt(s) to {self._url}",
+            url=self._url,
         )
         error.__cause__ = self._error
         return error
@@ -350,6 +354,41 @@ class Call:
     def _expect(self, state: _State, method: str) -> None:
         if self._state is not state:
             raise RuntimeError(f"{method}() is not valid now (the call is {self._state.name})")
+
+
+def shown_url(request: Request) -> tuple[str, tuple[str, ...]]:
+    """The request's URL as the SDK writes it (see `redact_url`), and the secrets no text of
+    the SDK's may hold: the `x-secret` header, the URL's password."""
+    url, password = redact_url(request.url)
+    secrets = [value for name, value in request.headers if name == "x-secret"]
+    return url, tuple(secret for secret in (*secrets, password) if secret)
+
+
+def redact_url(url: str) -> tuple[str, str | None]:
+    """`url` with its password, if it has one, replaced by `***`; and that password."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else "***@"
+    return urlunsplit(parts._replace(netloc=user + host)), parts.password
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret in it replaced by `***`."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _scrub(error: PizzaGPTError, secrets: tuple[str, ...]) -> None:
+    """Take the secrets out of an error's message and body excerpt (a server may echo them)."""
+    if not secrets:
+        return
+    error.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in error.args)
+    body = getattr(error, "body", None)
+    if isinstance(body, str):
+        error.body = redact(body, secrets)  # type: ignore[attr-defined]
 
 
 def _describe(cause: BaseException) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from ._batch import Batch, BatchProgress, RateLimiter
-from ._call import Call
+from ._call import Call, redact_url
 from ._config import CallOptions, Config
 from ._exceptions import ClientClosedError
 from ._history import History
@@ -81,7 +81,8 @@ class ClientState:
         return bool(self._engine.is_closed)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r}, engine={self.engine!r})"
+        base_url, _ = redact_url(self.base_url)  # never the password a URL may carry
+        return f"{type(self).__name__}(base_url={base_url!r}, engine={self.engine!r})"
 
     def _start(self, messages: Messages, options: CallOptions) -> Call:
         """Check everything and prepare the call, before anything is sent."""

@@ -483,3 +483,30 @@ def test_every_engine_is_an_engine_of_its_world() -> None:
                 continue
             base = AsyncEngine if name.startswith("Async") else Engine
             assert issubclass(cls, base), name
+
+
+# Secrets: never in any text the SDK writes
+
+
+async def test_no_secret_in_errors_logs_or_repr(
+    make_client: MakeSubject, served: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    secret, password = served.fake.secret, "p4ss-IN-URL-91"  # the secret the fake checks
+    host = served.url.removeprefix("http://")
+    client = make_client(
+        base_url=f"http://user:{password}@{host}", secret=secret, retry_policy=NO_JITTER
+    )
+    # A server that echoes the secret in an error body, twice (then the retries run out).
+    served.fake.script(*[Reply.status(503, f"bad secret {secret} for {password}")] * 3)
+    with (
+        caplog.at_level(logging.DEBUG, logger="pizzagpt_sdk"),
+        pytest.raises(InternalServerError) as caught,
+    ):
+        await client.ask("Hi", max_retries=1)
+    error = caught.value
+    texts = [str(error), repr(error), error.url, error.body, repr(client.client), caplog.text]
+    assert not [text for text in texts if secret in text or password in text]
+    assert "***" in error.body
+    assert "user:***@" in error.url
