@@ -510,3 +510,23 @@ async def test_no_secret_in_errors_logs_or_repr(
     assert not [text for text in texts if secret in text or password in text]
     assert "***" in error.body
     assert "user:***@" in error.url
+
+
+@pytest.mark.parametrize("engine", ["httpx", "httpx2", "aiohttp", "curl_cffi"])
+def test_an_async_client_in_a_second_event_loop_says_why_it_cannot(
+    engine: str, served: FakeServer
+) -> None:
+    import asyncio
+
+    pytest.importorskip(LIBRARIES[engine])
+    client = served.async_client(engine=engine)
+    assert asyncio.run(client.ask("Hi")).text
+    with pytest.raises(UsageError, match="belong to the event loop it first ran in"):
+        asyncio.run(client.ask("Hi"))  # its pool's sockets belong to the first, closed loop
+    # What it opened in the first loop is that loop's; a client per loop is the fix.
+    assert served.fake.calls == 1
+
+
+def test_an_infinite_timeout_without_a_deadline_means_no_limit(served: FakeServer) -> None:
+    with served.client(timeout=float("inf"), deadline=None) as client:
+        assert client.ask("Hi").text

@@ -17,7 +17,7 @@ import httpx
 
 from pizzagpt_sdk._exceptions import InvalidTypeError
 
-from ._base import _PARENTS_POOLS, AsyncEngine, AsyncResponse, TransportError, require_asyncio
+from ._base import _PARENTS_POOLS, AsyncEngine, AsyncResponse, TransportError
 from ._httpx import _ssl_context
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class AsyncAiohttpEngine(AsyncEngine):
     """
 
     name = "aiohttp"
+    _asyncio_only = True
 
     def __init__(
         self,
@@ -74,9 +75,6 @@ class AsyncAiohttpEngine(AsyncEngine):
     @property
     def is_closed(self) -> bool:
         return self._closed or (self._http is not None and self._http.closed)
-
-    def check_runnable(self) -> None:
-        require_asyncio("aiohttp")
 
     async def send(
         self, request: Request, timeout: Timeout, max_body: int | None = None

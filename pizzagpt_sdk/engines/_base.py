@@ -9,8 +9,11 @@ The drive loops in `_client.py` and `_async_client.py` do the rest, with the cor
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from pizzagpt_sdk._exceptions import UsageError
 
 if TYPE_CHECKING:
     from pizzagpt_sdk._config import Config
@@ -23,7 +26,6 @@ __all__ = [
     "Engine",
     "Response",
     "TransportError",
-    "require_asyncio",
 ]
 
 
@@ -166,33 +168,46 @@ class AsyncEngine(_Pooled, abc.ABC):
     def is_closed(self) -> bool:
         """As `Engine.is_closed`."""
 
+    _asyncio_only = False
+    _loop: object = None
+    _loop_pid = 0
+
     def check_runnable(self) -> None:
-        """Raise `UsageError` when this engine cannot run in the current async library (an
-        asyncio-only engine under trio); called when the client is built and on each send."""
+        """Raise `UsageError` when this engine cannot run here: an asyncio-only engine under
+        trio, or an event loop other than the one the engine first ran in, whose sockets its
+        pool holds (each `asyncio.run()` starts a new loop). Called when the client is built
+        and on each request; outside any event loop it passes."""
+        library, loop = _running_loop()
+        if library == "trio" and self._asyncio_only:
+            raise UsageError(
+                f"the {self.name} engine runs on asyncio only, and this is trio: "
+                "use engine='httpx' or engine='httpx2'"
+            )
+        if loop is None:
+            return
+        if self._loop is None or self._loop_pid != os.getpid():  # a forked child: its own loop
+            self._loop, self._loop_pid = loop, os.getpid()
+        elif loop is not self._loop:
+            raise UsageError(
+                "this AsyncClient's connections belong to the event loop it first ran in, and "
+                "this is another one (each asyncio.run() starts a new loop): make one "
+                "AsyncClient per event loop, or run your calls in one loop"
+            )
 
 
-def require_asyncio(engine: str) -> None:
-    """Refuse to run under trio, saying what to use instead; fine outside any event loop (a
-    client may be built before its loop starts: the engine checks again on each request)."""
+def _running_loop() -> tuple[str | None, object]:
+    """The async library running in this thread, and its loop (asyncio's) or run (trio's)."""
     import asyncio
     import sys
 
     try:
-        asyncio.get_running_loop()
+        return "asyncio", asyncio.get_running_loop()
     except RuntimeError:
         pass
-    else:
-        return
-    trio = sys.modules.get("trio")
-    if trio is None:
-        return
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return
-    from pizzagpt_sdk._exceptions import UsageError
-
-    raise UsageError(
-        f"the {engine} engine runs on asyncio only, and this is trio: "
-        "use engine='httpx' or engine='httpx2'"
-    )
+    trio = sys.modules.get("trio")  # loaded if trio runs: its program imported it
+    if trio is not None:
+        try:
+            return "trio", trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+    return None, None

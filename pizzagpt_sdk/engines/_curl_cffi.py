@@ -31,7 +31,6 @@ from ._base import (
     Engine,
     Response,
     TransportError,
-    require_asyncio,
 )
 
 if TYPE_CHECKING:
@@ -214,12 +213,11 @@ class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
 
     _async = True
 
-    def __init__(self, **kwargs: Any) -> None:
-        require_asyncio("curl_cffi")
-        super().__init__(**kwargs)
+    _asyncio_only = True
 
-    def check_runnable(self) -> None:
-        require_asyncio("curl_cffi")
+    def __init__(self, **kwargs: Any) -> None:
+        self.check_runnable()  # before curl_cffi's session, which needs asyncio
+        super().__init__(**kwargs)
 
     async def send(
         self, request: Request, timeout: Timeout, max_body: int | None = None

@@ -214,6 +214,7 @@ class AsyncHttpxEngine(_HttpxBase, AsyncEngine):
     async def send(
         self, request: Request, timeout: Timeout, max_body: int | None = None
     ) -> AsyncResponse:
+        self.check_runnable()
         built = self._build(request, timeout)
         try:
             response = await self._http.send(built, stream=True)

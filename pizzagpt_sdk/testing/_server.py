@@ -241,6 +241,10 @@ class _HTTPServer(socketserver.TCPServer):
 
     def _serve_connection(self, request: socket.socket, client_address: Any) -> None:
         try:
+            # The handler writes the status line, the headers and the body apart: without this,
+            # Nagle's algorithm holds the body until the client's delayed ACK, about 40 ms a
+            # response on Linux (45.8 ms a call in a loop, 7.4 ms with it).
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
                 # In the connection's thread: a slow handshake holds up no other connection.
                 # The TLS socket takes the plain one's file descriptor: stop() shuts it down.
