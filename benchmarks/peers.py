@@ -1,16 +1,21 @@
-"""The clients under test: the SDK's, the raw floors, and the peers, each behind one shape.
+"""The clients under test: the SDK's engines, their raw libraries, and the peers, each behind
+one shape.
 
 A sync subject is `(call, close)`; an async one is made inside the running event loop (aiohttp
 needs one) and is `(call, aclose)`. Every call asks the same one-message prompt and parses the
 answer, so each subject does the whole job a user needs done. The raw floors send exactly the
-SDK's headers and body and parse the JSON by hand, as a user without the SDK would.
+SDK's headers and body and parse the JSON by hand, as a user without the SDK would. Each
+engine is compared with its own library (raw httpx, httpx2, aiohttp, curl_cffi), set up as the
+engine sets it up: as many connections kept alive, curl_cffi speaking as Chrome.
 
-Optional peers (aiohttp, httpx-aiohttp, gpt4free, openai-python) are left out of the run when
-their package is missing; `available()` says which are there.
+Optional engines and peers (httpx2, aiohttp, curl_cffi, gpt4free, openai-python) are left out of
+the run when their package is missing; `available()` says which are there. A factory takes a
+base URL, `http://` or `https://` (then the test CA in `CA_FILE` is trusted).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import sys
@@ -22,15 +27,18 @@ from typing import Any
 
 __all__ = [
     "ASYNC_SUBJECTS",
+    "CA_FILE",
+    "CONNECTIONS",
     "ENDPOINT",
-    "FAST",
+    "ENGINE_ROWS",
+    "GPT4FREE",
     "HEADERS",
     "PROMPT",
     "RAW_AIOHTTP",
     "RAW_ASYNC",
     "RAW_SYNC",
+    "SYNC_ENGINE_ROWS",
     "SYNC_SUBJECTS",
-    "CHURNERS",
     "AsyncCall",
     "AsyncSubject",
     "SyncSubject",
@@ -60,6 +68,15 @@ SyncSubject = tuple[SyncCall, Callable[[], None]]
 AsyncCall = Callable[[], Awaitable[object]]
 AsyncSubject = tuple[AsyncCall, Callable[[], Awaitable[None]]]
 
+#: The test CA's certificate (PEM), trusted for https:// URLs; the harness sets it when it
+#: serves HTTPS (trustme's CA, which signed the loopback server's certificate).
+CA_FILE: str | None = None
+#: Connections every async pool keeps alive: the SDK's default (`max_connections=100`), given to
+#: the raw floors too, so that each engine is compared with its library keeping as many.
+CONNECTIONS = 100
+#: The browser curl_cffi speaks as, in the engine (its default) and in the raw session alike.
+IMPERSONATE = "chrome"
+
 
 def _content(body: bytes) -> str:
     """Parse an answer by hand, as gpt4free does: `answer` when nested, else the top level."""
@@ -69,13 +86,26 @@ def _content(body: bytes) -> str:
     return content
 
 
+def _ssl_context(url: str) -> Any:
+    """What a raw library is given to verify `url`: the test CA for HTTPS, else the default."""
+    if not url.startswith("https://"):
+        return True
+    import ssl
+
+    return ssl.create_default_context(cafile=CA_FILE)
+
+
+def _sdk_verify(url: str) -> Any:
+    return CA_FILE if url.startswith("https://") and CA_FILE else True
+
+
 # Sync subjects
 
 
 def sdk_client_stream(url: str) -> SyncSubject:
     from pizzagpt_sdk import Client
 
-    client = Client(base_url=url)
+    client = Client(base_url=url, verify=_sdk_verify(url))
 
     def call() -> None:
         with client.stream(PROMPT) as stream:
@@ -85,25 +115,56 @@ def sdk_client_stream(url: str) -> SyncSubject:
     return call, client.close
 
 
-def sdk_client_ask(url: str) -> SyncSubject:
-    from pizzagpt_sdk import Client
+def _sdk_client(engine: str) -> Callable[[str], SyncSubject]:
+    def factory(url: str) -> SyncSubject:
+        from pizzagpt_sdk import Client
 
-    client = Client(base_url=url)
-    return (lambda: client.ask(PROMPT).text), client.close
+        client = Client(base_url=url, engine=engine, verify=_sdk_verify(url))
+        return (lambda: client.ask(PROMPT).text), client.close
+
+    factory.__name__ = f"sdk_client_{engine}"
+    return factory
 
 
-def raw_httpx_client(url: str) -> SyncSubject:
-    import httpx
+sdk_client_ask = _sdk_client("httpx")
+sdk_client_httpx2 = _sdk_client("httpx2")
+sdk_client_curl_cffi = _sdk_client("curl_cffi")
 
-    http = httpx.Client()
+
+def _raw_httpx_family(module_name: str) -> Callable[[str], SyncSubject]:
+    def factory(url: str) -> SyncSubject:
+        module = importlib.import_module(module_name)
+        http = module.Client(verify=_ssl_context(url))
+        endpoint = url + ENDPOINT
+
+        def call() -> str:
+            response = http.post(endpoint, headers=HEADERS, json={"question": PROMPT})
+            response.raise_for_status()
+            return _content(response.content)
+
+        return call, http.close
+
+    factory.__name__ = f"raw_{module_name}_client"
+    return factory
+
+
+raw_httpx_client = _raw_httpx_family("httpx")
+raw_httpx2_client = _raw_httpx_family("httpx2")
+
+
+def raw_curl_cffi_session(url: str) -> SyncSubject:
+    from curl_cffi import requests as curl_requests
+
+    verify = CA_FILE if url.startswith("https://") and CA_FILE else True
+    session = curl_requests.Session(impersonate=IMPERSONATE, verify=verify)
     endpoint = url + ENDPOINT
 
     def call() -> str:
-        response = http.post(endpoint, headers=HEADERS, json={"question": PROMPT})
+        response = session.post(endpoint, headers=HEADERS, json={"question": PROMPT})
         response.raise_for_status()
         return _content(response.content)
 
-    return call, http.close
+    return call, session.close
 
 
 def openai_client(url: str) -> SyncSubject:
@@ -121,75 +182,56 @@ def openai_client(url: str) -> SyncSubject:
 # Async subjects: made inside the running loop.
 
 
-async def sdk_async_client(url: str) -> AsyncSubject:
-    from pizzagpt_sdk import AsyncClient
+def _sdk_async_client(engine: str) -> Callable[[str], Awaitable[AsyncSubject]]:
+    async def factory(url: str) -> AsyncSubject:
+        from pizzagpt_sdk import AsyncClient
 
-    client = AsyncClient(base_url=url)
+        client = AsyncClient(base_url=url, engine=engine, verify=_sdk_verify(url))
 
-    async def call() -> str:
-        return (await client.ask(PROMPT)).text
+        async def call() -> str:
+            return (await client.ask(PROMPT)).text
 
-    return call, client.aclose
+        return call, client.aclose
 
-
-async def sdk_async_client_httpx_aiohttp(url: str) -> AsyncSubject:
-    from httpx_aiohttp import HttpxAiohttpClient
-
-    from pizzagpt_sdk import AsyncClient
-
-    http = HttpxAiohttpClient()
-    client = AsyncClient(base_url=url, http_client=http)
-
-    async def call() -> str:
-        return (await client.ask(PROMPT)).text
-
-    async def aclose() -> None:
-        await client.aclose()
-        await http.aclose()
-
-    return call, aclose
+    factory.__name__ = f"sdk_async_client_{engine}"
+    return factory
 
 
-async def sdk_aiohttp_client(url: str) -> AsyncSubject:
-    from pizzagpt_sdk.aiohttp import AiohttpClient
-
-    client = AiohttpClient(base_url=url)
-
-    async def call() -> str:
-        return (await client.ask(PROMPT)).text
-
-    return call, client.aclose
+sdk_async_client = _sdk_async_client("httpx")
+sdk_async_httpx2 = _sdk_async_client("httpx2")
+sdk_async_aiohttp = _sdk_async_client("aiohttp")
+sdk_async_curl_cffi = _sdk_async_client("curl_cffi")
 
 
-async def raw_httpx_async_client(url: str) -> AsyncSubject:
-    import httpx
+def _raw_httpx_family_async(module_name: str) -> Callable[[str], Awaitable[AsyncSubject]]:
+    async def factory(url: str) -> AsyncSubject:
+        module = importlib.import_module(module_name)
+        limits = module.Limits(
+            max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS, keepalive_expiry=5
+        )
+        http = module.AsyncClient(verify=_ssl_context(url), limits=limits)
+        endpoint = url + ENDPOINT
 
-    http = httpx.AsyncClient()
-    return _raw_httpx_call(http, url), http.aclose
+        async def call() -> str:
+            response = await http.post(endpoint, headers=HEADERS, json={"question": PROMPT})
+            response.raise_for_status()
+            return _content(response.content)
+
+        return call, http.aclose
+
+    factory.__name__ = f"raw_{module_name}_async_client"
+    return factory
 
 
-async def raw_httpx_aiohttp(url: str) -> AsyncSubject:
-    from httpx_aiohttp import HttpxAiohttpClient
-
-    http = HttpxAiohttpClient()
-    return _raw_httpx_call(http, url), http.aclose
-
-
-def _raw_httpx_call(http: Any, url: str) -> AsyncCall:
-    endpoint = url + ENDPOINT
-
-    async def call() -> str:
-        response = await http.post(endpoint, headers=HEADERS, json={"question": PROMPT})
-        response.raise_for_status()
-        return _content(response.content)
-
-    return call
+raw_httpx_async_client = _raw_httpx_family_async("httpx")
+raw_httpx2_async_client = _raw_httpx_family_async("httpx2")
 
 
 async def raw_aiohttp_session(url: str) -> AsyncSubject:
     import aiohttp
 
-    session = aiohttp.ClientSession()
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS, ssl=_ssl_context(url))
+    session = aiohttp.ClientSession(connector=connector)
     endpoint = url + ENDPOINT
 
     async def call() -> str:
@@ -200,7 +242,26 @@ async def raw_aiohttp_session(url: str) -> AsyncSubject:
     return call, session.close
 
 
+async def raw_curl_cffi_async_session(url: str) -> AsyncSubject:
+    from curl_cffi import requests as curl_requests
+
+    verify = CA_FILE if url.startswith("https://") and CA_FILE else True
+    session = curl_requests.AsyncSession(
+        impersonate=IMPERSONATE, verify=verify, max_clients=CONNECTIONS
+    )
+    endpoint = url + ENDPOINT
+
+    async def call() -> str:
+        response = await session.post(endpoint, headers=HEADERS, json={"question": PROMPT})
+        response.raise_for_status()
+        return _content(response.content)
+
+    return call, session.close
+
+
 async def gpt4free_provider(url: str) -> AsyncSubject:
+    """gpt4free's provider as it is; over HTTPS it trusts the test CA through `SSL_CERT_FILE`
+    (which the harness sets before aiohttp is imported), as a user would add a CA."""
     provider = load_gpt4free_provider()
     provider.url = url  # the class attribute every request is built from
 
@@ -212,18 +273,6 @@ async def gpt4free_provider(url: str) -> AsyncSubject:
         pass  # a new session per call, closed by the call itself
 
     return call, aclose
-
-
-async def openai_async_client(url: str) -> AsyncSubject:
-    from openai import AsyncOpenAI
-
-    client = AsyncOpenAI(base_url=url + "/v1", api_key="bench")
-
-    async def call() -> str | None:
-        completion = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
-        return completion.choices[0].message.content
-
-    return call, client.close
 
 
 # gpt4free 6.7.1 is the last release that ships its Pizzagpt provider, and its package fails to
@@ -300,48 +349,68 @@ def _has_gpt4free() -> bool:
 RAW_SYNC = "raw httpx.Client"
 RAW_ASYNC = "raw httpx.AsyncClient"
 RAW_AIOHTTP = "raw aiohttp session"
-FAST = "AiohttpClient (fast engine)"
+GPT4FREE = "gpt4free Pizzagpt (6.7.1)"
 
 #: name -> (factory, baseline it is compared with, what it needs)
 SYNC_SUBJECTS: dict[str, tuple[Callable[[str], SyncSubject], str | None, str | None]] = {
     "raw httpx.Client": (raw_httpx_client, None, None),
-    "Client.stream (consumed)": (sdk_client_stream, "raw httpx.Client", None),
-    "Client.ask": (sdk_client_ask, "raw httpx.Client", None),
+    "Client.stream (httpx, consumed)": (sdk_client_stream, "raw httpx.Client", None),
+    "Client.ask (httpx)": (sdk_client_ask, "raw httpx.Client", None),
+    "raw httpx2.Client": (raw_httpx2_client, None, "httpx2"),
+    "Client.ask (httpx2)": (sdk_client_httpx2, "raw httpx2.Client", "httpx2"),
+    "raw curl_cffi Session": (raw_curl_cffi_session, None, "curl_cffi"),
+    "Client.ask (curl_cffi)": (sdk_client_curl_cffi, "raw curl_cffi Session", "curl_cffi"),
     "openai OpenAI": (openai_client, "raw httpx.Client", "openai"),
 }
 
-#: Subjects that open a new connection for every call: at thousands of calls a second, their
-#: closed connections fill the kernel's TIME_WAIT table (28,000 local ports, 60 s each) and slow
-#: every later connect() on the machine, so the harness runs them after all the others.
-CHURNERS = frozenset({"gpt4free Pizzagpt (6.7.1)"})
+#: The SDK's engines, async: name -> the row that measures it.
+ENGINE_ROWS = {
+    "httpx": "AsyncClient.ask (httpx)",
+    "httpx2": "AsyncClient.ask (httpx2)",
+    "aiohttp": "AsyncClient.ask (aiohttp)",
+    "curl_cffi": "AsyncClient.ask (curl_cffi)",
+}
+#: The same, blocking.
+SYNC_ENGINE_ROWS = {
+    "httpx": "Client.ask (httpx)",
+    "httpx2": "Client.ask (httpx2)",
+    "curl_cffi": "Client.ask (curl_cffi)",
+}
 
-#: name -> (factory, backends, baseline, what it needs)
+#: name -> (factory, backends, baseline, what it needs). gpt4free's provider, which opens a
+#: connection per call, is measured in a phase of its own (run.py's `peers` section).
 ASYNC_SUBJECTS: dict[
     str, tuple[Callable[[str], Awaitable[AsyncSubject]], tuple[str, ...], str | None, str | None]
 ] = {
     "raw httpx.AsyncClient": (raw_httpx_async_client, ("asyncio", "trio"), None, None),
-    "AsyncClient": (sdk_async_client, ("asyncio", "trio"), "raw httpx.AsyncClient", None),
+    "AsyncClient.ask (httpx)": (
+        sdk_async_client,
+        ("asyncio", "trio"),
+        "raw httpx.AsyncClient",
+        None,
+    ),
+    "raw httpx2.AsyncClient": (raw_httpx2_async_client, ("asyncio", "trio"), None, "httpx2"),
+    "AsyncClient.ask (httpx2)": (
+        sdk_async_httpx2,
+        ("asyncio", "trio"),
+        "raw httpx2.AsyncClient",
+        "httpx2",
+    ),
     "raw aiohttp session": (raw_aiohttp_session, ("asyncio",), None, "aiohttp"),
-    "AiohttpClient (fast engine)": (
-        sdk_aiohttp_client,
+    "AsyncClient.ask (aiohttp)": (
+        sdk_async_aiohttp,
         ("asyncio",),
         "raw aiohttp session",
         "aiohttp",
     ),
-    "raw httpx over httpx-aiohttp": (
-        raw_httpx_aiohttp,
+    "raw curl_cffi AsyncSession": (raw_curl_cffi_async_session, ("asyncio",), None, "curl_cffi"),
+    "AsyncClient.ask (curl_cffi)": (
+        sdk_async_curl_cffi,
         ("asyncio",),
-        "raw aiohttp session",
-        "httpx_aiohttp",
+        "raw curl_cffi AsyncSession",
+        "curl_cffi",
     ),
-    "AsyncClient over httpx-aiohttp": (
-        sdk_async_client_httpx_aiohttp,
-        ("asyncio",),
-        "raw aiohttp session",
-        "httpx_aiohttp",
-    ),
-    "gpt4free Pizzagpt (6.7.1)": (gpt4free_provider, ("asyncio",), "raw aiohttp session", "g4f"),
-    "openai AsyncOpenAI": (openai_async_client, ("asyncio",), "raw httpx.AsyncClient", "openai"),
+    GPT4FREE: (gpt4free_provider, ("asyncio",), None, "g4f"),
 }
 
 

@@ -1,4 +1,5 @@
-"""The benchmark harness: what the SDK adds to an HTTP call, in time, CPU and memory.
+"""The benchmark harness: what each of the SDK's engines adds to an HTTP call, in time, CPU and
+memory, against its own HTTP library used raw, and against gpt4free's Pizzagpt provider.
 
 Every comparison is a ratio of two rows measured side by side in one run. The subjects take
 turns in short slices (blocks of calls, bursts of a fraction of a second, single interpreter
@@ -8,14 +9,17 @@ as the run's noise, and an A/A row (the same raw client measured twice as if it 
 how far from 1.00 noise alone moves a ratio. Absolute figures depend on the machine and its load;
 the targets are about the ratios.
 
-    python benchmarks/run.py                # the whole run: about 6 minutes on 2 cores
-    python benchmarks/run.py --quick        # a smoke run of about 2 minutes
+    python benchmarks/run.py                # the whole run: about 10 minutes on 2 cores
+    python benchmarks/run.py --quick        # a smoke run of about 3 minutes
     python benchmarks/run.py --sections sequential,async --json out.json --markdown out.md
 
-Sections: server (the loopback server's capacity), sequential (µs per call, one at a time),
-async (requests per second at 64 and 256 in flight, asyncio and trio), import (wall time and
-modules loaded), construct (building a client, the first and a later one), rss (peak resident
-memory). benchmarks/README.md has the method; docs/performance.md the results.
+Sections: server (the loopback server's capacity), sequential (µs per call, one at a time,
+blocking and on asyncio), async (requests per second at 64 and 256 in flight, asyncio and trio),
+peers (the fastest engine beside gpt4free's provider at 64 in flight, over HTTP and HTTPS),
+inflight (every engine at 1,024 in flight: errors), tls (TLS handshakes per 1,000 sequential
+HTTPS calls), import (wall time and modules loaded; the offline CLI), construct (building a
+client), rss (peak resident memory). benchmarks/README.md has the method; docs/performance.md
+the results.
 
 Every request goes to the loopback server this harness starts on 127.0.0.1; every loop is bounded
 in count or time, and an alarm stops the whole run after --time-limit seconds.
@@ -25,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import gc
+import http.client
 import json
 import os
 import platform
@@ -50,27 +56,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # after the path above: this file runs as a script, beside peers.py
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("server", "sequential", "async", "import", "construct", "rss")
+SECTIONS = (
+    "server",
+    "sequential",
+    "async",
+    "peers",
+    "inflight",
+    "tls",
+    "import",
+    "construct",
+    "rss",
+)
 AA = " (A/A)"  # the suffix of a control row: a baseline measured a second time
-BESIDE = " (beside the churners)"  # the aiohttp baseline, measured again in the churners' phase
+BESIDE = " (beside gpt4free)"  # the fastest engine, measured again beside gpt4free's provider
+HTTPS = ", HTTPS"  # the suffix of a row measured over HTTPS (the test CA on loopback)
+#: Rows whose baseline is decided during the run (the peers section): row -> baseline.
+EXTRA_BASELINES: dict[str, str] = {}
 
-# A name that `import pizzagpt_sdk` loads though a first call does not need it costs every user.
+# A name that `import pizzagpt_sdk` loads though a first call does not need it costs every user;
+# an optional engine's library most of all.
 NOT_ON_IMPORT = (
     "pizzagpt_sdk.testing",
     "pizzagpt_sdk._cli",
-    "pizzagpt_sdk.aiohttp",
-    "argparse",
+    "pizzagpt_sdk.engines._httpx2",
+    "pizzagpt_sdk.engines._aiohttp",
+    "pizzagpt_sdk.engines._curl_cffi",
+    "httpx2",
     "aiohttp",
+    "curl_cffi",
+    "argparse",
     "pydantic",
     "trio",
     "pytest",
     "concurrent.futures",
 )
+CLI = 'pizzagpt --offline "hi"'
+PEER_IMPORTS = ("import aiohttp", "import openai")
 IMPORTS = {
     "python -c pass": ("pass", None),
+    "import httpx": ("import httpx", None),
     "import httpx, anyio": ("import httpx, anyio", None),
     "import pizzagpt_sdk": ("import pizzagpt_sdk", None),
-    "import pizzagpt_sdk.aiohttp": ("import pizzagpt_sdk.aiohttp", "aiohttp"),
+    CLI: (None, None),
     "import aiohttp": ("import aiohttp", "aiohttp"),
     "import openai": ("import openai", "openai"),
 }
@@ -82,23 +109,30 @@ class Settings:
 
     sections: tuple[str, ...]
     concurrency: tuple[int, ...] = (64, 256)
-    blocks: int = 60  # sequential: blocks per subject ...
-    block_calls: int = 50  # ... of this many calls
-    async_rounds: int = 8  # async: bursts per subject and concurrency ...
-    burst: float = 0.5  # ... counting this many seconds each
-    import_runs: int = 20  # interpreter starts per import statement
-    construct_rounds: int = 5  # fresh interpreters per kind of client ...
+    blocks: int = 30  # sequential: blocks per subject ...
+    block_calls: int = 40  # ... of this many calls
+    async_rounds: int = 5  # async: bursts per subject and concurrency ...
+    burst: float = 0.4  # ... counting this many seconds each
+    peer_rounds: int = 6  # peers: bursts of the fastest engine and of gpt4free, HTTP and HTTPS
+    flight: int = 1024  # inflight: this many calls in flight ...
+    flight_calls: int = 2  # ... each worker making this many, one after the other
+    tls_calls: int = 1000  # tls: sequential HTTPS calls per client
+    import_runs: int = 12  # interpreter starts per import statement (a quarter for the peers')
+    construct_rounds: int = 3  # fresh interpreters per kind of client ...
     construct_runs: int = 50  # ... building this many clients each
-    rss_rounds: int = 3  # fresh interpreters per RSS subject ...
+    rss_rounds: int = 2  # fresh interpreters per RSS subject ...
     rss_calls: int = 1500  # ... making this many calls each
     server_rounds: int = 3
 
 
 QUICK: dict[str, Any] = {
-    "blocks": 8,
+    "blocks": 6,
     "block_calls": 20,
     "async_rounds": 2,
     "burst": 0.25,
+    "peer_rounds": 2,
+    "flight_calls": 1,
+    "tls_calls": 100,
     "import_runs": 4,
     "construct_rounds": 2,
     "construct_runs": 10,
@@ -150,28 +184,59 @@ def _log(message: str) -> None:
 class Server:
     url: str
     pid: int
+    https_url: str | None = None  # None when trustme is not installed
 
     def cpu_seconds(self) -> float:
         """The server process's CPU time so far (user and system), from /proc (Linux)."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def accepted(self) -> dict[str, int]:
+        """The connections each listener has accepted so far (asked over plain HTTP, on a
+        connection of its own, so that asking never adds an HTTPS one)."""
+        host, port = self.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            connection.request("GET", "/_bench/connections")
+            counts: dict[str, int] = json.loads(connection.getresponse().read())
+        finally:
+            connection.close()
+        return counts
+
+
+def _test_ca(directory: str) -> tuple[str, str, str] | None:
+    """A test CA (trustme) and a certificate for 127.0.0.1 signed by it: (CA file, certificate
+    chain file, key file), or None when trustme is not installed (no HTTPS rows then)."""
+    try:
+        import trustme
+    except ImportError:
+        return None
+    ca = trustme.CA()
+    certificate = ca.issue_cert("127.0.0.1", "localhost")
+    paths = tuple(str(Path(directory) / name) for name in ("ca.pem", "chain.pem", "key.pem"))
+    ca.cert_pem.write_to_path(paths[0])
+    certificate.private_key_and_cert_chain_pem.write_to_path(paths[1])
+    certificate.private_key_pem.write_to_path(paths[2])
+    return paths[0], paths[1], paths[2]
+
 
 @contextlib.contextmanager
-def loopback_server() -> Iterator[Server]:
-    """Start benchmarks/server.py; yield it; stop it (by closing its stdin)."""
-    process = subprocess.Popen(
-        [sys.executable, str(HERE / "server.py")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def loopback_server(tls: tuple[str, str, str] | None = None) -> Iterator[Server]:
+    """Start benchmarks/server.py (serving HTTPS too with `tls`'s certificate); yield it; stop
+    it (by closing its stdin)."""
+    command = [sys.executable, str(HERE / "server.py")]
+    if tls is not None:
+        command += ["--tls-cert", tls[1], "--tls-key", tls[2]]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
         if not url.startswith("http://127.0.0.1:"):
             raise RuntimeError(f"the server did not start: {url!r}")
-        yield Server(url, process.pid)
+        https_url = process.stdout.readline().strip() if tls is not None else None
+        if tls is not None and not (https_url or "").startswith("https://127.0.0.1:"):
+            raise RuntimeError(f"the server did not serve HTTPS: {https_url!r}")
+        yield Server(url, process.pid, https_url)
     finally:
         assert process.stdin is not None
         process.stdin.close()
@@ -286,13 +351,51 @@ def _sequential(url: str, settings: Settings, results: Results) -> None:
     finally:
         for _, close in subjects.values():
             close()
+    anyio.run(_sequential_async, url, settings, results, backend="asyncio")
+
+
+#: The async subjects measured one call at a time too: each engine and its raw library.
+_ONE_AT_A_TIME = ("httpx", "httpx2", "aiohttp", "curl_cffi")
+
+
+async def _sequential_async(url: str, settings: Settings, results: Results) -> None:
+    """µs per call on asyncio, one call at a time: each async engine beside its raw library."""
+    names: list[str] = []
+    for engine in _ONE_AT_A_TIME:
+        row = peers.ENGINE_ROWS[engine]
+        _, _, baseline, need = peers.ASYNC_SUBJECTS[row]
+        if peers.available(need) and baseline is not None:
+            names += [baseline, row]
+    subjects: dict[str, peers.AsyncSubject] = {}
+    try:
+        for name in names:
+            subjects[name] = await peers.ASYNC_SUBJECTS[name][0](url)
+        for call, _ in subjects.values():
+            for _ in range(max(20, settings.block_calls)):
+                await call()
+        pairs = [names[i : i + 2] for i in range(0, len(names), 2)]
+        for round_ in range(settings.blocks):
+            for pair in _rotated(pairs, round_):
+                for name in _rotated(pair, round_):
+                    call = subjects[name][0]
+                    start, cpu = time.perf_counter(), time.process_time()
+                    for _ in range(settings.block_calls):
+                        await call()
+                    wall = (time.perf_counter() - start) / settings.block_calls * 1e6
+                    results.add("sequential async", name, wall)
+                    cpu_us = (time.process_time() - cpu) / settings.block_calls * 1e6
+                    results.add("sequential async CPU", name, cpu_us)
+    finally:
+        for _, aclose in subjects.values():
+            await aclose()
 
 
 # Async: requests per second with N calls in flight (a closed loop of N workers). Each subject
 # runs bursts in turn within one event loop; a burst counts completions for `burst` seconds once
-# a quarter of the workers have finished a call (the ramp-up is not counted: the pools are warm
-# from the start, and waiting for all N would cost seconds at httpx's 100 requests/s at 256),
-# then lets the workers drain.
+# a quarter of the workers have finished a call, or after twice `burst` seconds (the ramp-up is
+# not counted: the pools are warm from the start, and waiting for all N would cost seconds at
+# raw httpx's few requests/s at 256), then lets the workers drain for up to `burst` seconds and
+# cancels what is left.
 
 
 @dataclass
@@ -302,7 +405,9 @@ class _Counter:
     counted: int = 0
     counting: bool = False
     stop: bool = False
+    running: int = 0
     warm: anyio.Event = field(default_factory=anyio.Event)
+    drained: anyio.Event = field(default_factory=anyio.Event)
 
     def done_one(self) -> None:
         self.completed += 1
@@ -317,40 +422,63 @@ async def _burst(call: peers.AsyncCall, concurrency: int, seconds: float) -> tup
     counter = _Counter(concurrency)
 
     async def worker() -> None:
-        while not counter.stop:
-            await call()
-            counter.done_one()
+        counter.running += 1
+        try:
+            while not counter.stop:
+                await call()
+                counter.done_one()
+        finally:
+            counter.running -= 1
+            if not counter.running:
+                counter.drained.set()
 
     with anyio.fail_after(seconds * 20 + 60):  # a bound, whatever hangs
         async with anyio.create_task_group() as workers:
             for _ in range(concurrency):
                 workers.start_soon(worker)
-            await counter.warm.wait()
+            # A client too slow to finish a quarter of its calls in twice the burst's time (raw
+            # httpx keeping 100 connections, at 256 in flight) is counted from then on.
+            with anyio.move_on_after(seconds * 2):
+                await counter.warm.wait()
             counter.counting = True
             start, cpu = time.perf_counter(), time.process_time()
             await anyio.sleep(seconds)
             counter.counting = False
             elapsed, cpu_used = time.perf_counter() - start, time.process_time() - cpu
             counter.stop = True
+            # The calls still in flight may finish within another burst's time; the rest are
+            # cancelled (their connections close, and the next burst's ramp-up reopens them).
+            with anyio.move_on_after(seconds):
+                await counter.drained.wait()
+            workers.cancel_scope.cancel()
     return counter.counted / elapsed, cpu_used / max(counter.counted, 1) * 1e6
 
 
+#: A row of an async section: its name, its factory, the base URL it asks.
+_Row = tuple[str, Any, str]
+
+
 async def _async_backend(
-    backend: str, url: str, settings: Settings, groups: list[list[str]], results: Results
+    backend: str,
+    settings: Settings,
+    groups: list[list[_Row]],
+    results: Results,
+    levels: Sequence[int],
+    rounds: int,
 ) -> None:
     """Bursts of every subject in turn; a subject and its baseline share a group, and a group's
     bursts follow one another, so that each ratio compares neighbouring bursts."""
     subjects: dict[str, peers.AsyncSubject] = {}
     try:
-        for name in (name for group in groups for name in group):
-            original = name.removesuffix(AA).removesuffix(BESIDE)
-            subjects[name] = await peers.ASYNC_SUBJECTS[original][0](url)
-        for concurrency in settings.concurrency:
+        for name, factory, url in (row for group in groups for row in group):
+            subjects[name] = await factory(url)
+        names = [[name for name, _, _ in group] for group in groups]
+        for concurrency in levels:
             _log(f"  {backend}, {concurrency} in flight: {', '.join(subjects)}")
             for call, _ in subjects.values():  # warm-up: the pools open their connections
                 await _burst(call, concurrency, 0.05)
-            for round_ in range(settings.async_rounds):
-                for group in _rotated(groups, round_):
+            for round_ in range(rounds):
+                for group in _rotated(names, round_):
                     for name in _rotated(group, round_):
                         rate, cpu = await _burst(subjects[name][0], concurrency, settings.burst)
                         row = f"{name} [{backend}] @{concurrency}"
@@ -373,37 +501,198 @@ def _tcp_time_wait() -> int | None:
 
 
 def _async(url: str, settings: Settings, results: Results) -> None:
-    results.notes["time_wait"] = {"async start": _tcp_time_wait()}
-    churners = []
+    """Every async engine beside its raw library, at each level of calls in flight."""
+    results.notes.setdefault("time_wait", {})["async start"] = _tcp_time_wait()
     for backend in ("asyncio", "trio"):
-        groups: dict[str, list[str]] = {}
-        for name, (_, backends, _, need) in peers.ASYNC_SUBJECTS.items():
-            if backend not in backends or not peers.available(need):
+        groups: dict[str, list[_Row]] = {}
+        for name, (factory, backends, baseline, need) in peers.ASYNC_SUBJECTS.items():
+            if backend not in backends or not peers.available(need) or name == peers.GPT4FREE:
                 continue
-            if name in peers.CHURNERS:
-                churners.append(name)
-            else:
-                groups.setdefault(_baseline(name) or name, []).append(name)
-        for raw in (peers.RAW_ASYNC, peers.RAW_AIOHTTP):
-            if raw in groups and backend == "asyncio":
-                groups[raw].append(raw + AA)
-        ordered = list(groups.values())
-        anyio.run(_async_backend, backend, url, settings, ordered, results, backend=backend)
-    results.notes["time_wait"]["before the churners"] = _tcp_time_wait()
-    if churners and peers.available("aiohttp"):
-        # Beside the one baseline that does not connect during a burst, measured again.
-        group = [peers.RAW_AIOHTTP + BESIDE, *churners]
-        anyio.run(_async_backend, "asyncio", url, settings, [group], results, backend="asyncio")
+            groups.setdefault(baseline or name, []).append((name, factory, url))
+        if backend == "asyncio":
+            for raw in (peers.RAW_ASYNC, peers.RAW_AIOHTTP):
+                if raw in groups:
+                    groups[raw].append((raw + AA, peers.ASYNC_SUBJECTS[raw][0], url))
+        anyio.run(
+            _async_backend,
+            backend,
+            settings,
+            list(groups.values()),
+            results,
+            settings.concurrency,
+            settings.async_rounds,
+            backend=backend,
+        )
     results.notes["time_wait"]["async end"] = _tcp_time_wait()
 
 
+def fastest_engine(results: Results, concurrency: int) -> str:
+    """The engine with the most requests per second on asyncio at `concurrency` in this run
+    (aiohttp's, when the async section did not run and it is installed; else httpx's)."""
+    rows = results.samples.get("async", {})
+    rates = {
+        engine: statistics.median(rows[f"{row} [asyncio] @{concurrency}"])
+        for engine, row in peers.ENGINE_ROWS.items()
+        if f"{row} [asyncio] @{concurrency}" in rows
+    }
+    if rates:
+        return max(rates, key=rates.__getitem__)
+    return "aiohttp" if peers.available("aiohttp") else "httpx"
+
+
+def _peers(server: Server, settings: Settings, results: Results) -> None:
+    """The fastest engine beside gpt4free's provider, which opens (and over HTTPS, handshakes)
+    a connection per call: over HTTP and over HTTPS, at the first level of calls in flight.
+
+    It runs after the other async rows: at thousands of calls a second, the provider's closed
+    sockets fill the kernel's TIME_WAIT table, which slows every later connect() on the machine.
+    """
+    if not peers.available("g4f"):
+        return
+    concurrency = settings.concurrency[0]
+    engine = fastest_engine(results, concurrency)
+    results.notes["fastest"] = engine
+    row = peers.ENGINE_ROWS[engine]
+    factory = peers.ASYNC_SUBJECTS[row][0]
+    provider = peers.ASYNC_SUBJECTS[peers.GPT4FREE][0]
+    groups: list[list[_Row]] = [
+        [(row + BESIDE, factory, server.url), (peers.GPT4FREE, provider, server.url)]
+    ]
+    EXTRA_BASELINES[row + BESIDE] = peers.GPT4FREE
+    if server.https_url is not None:
+        groups.append(
+            [
+                (row + BESIDE + HTTPS, factory, server.https_url),
+                (peers.GPT4FREE + HTTPS, provider, server.https_url),
+            ]
+        )
+        EXTRA_BASELINES[row + BESIDE + HTTPS] = peers.GPT4FREE + HTTPS
+    results.notes.setdefault("time_wait", {})["peers start"] = _tcp_time_wait()
+    anyio.run(
+        _async_backend,
+        "asyncio",
+        settings,
+        groups,
+        results,
+        (concurrency,),
+        settings.peer_rounds,
+        backend="asyncio",
+    )
+    results.notes["time_wait"]["peers end"] = _tcp_time_wait()
+
+
+# In flight: every engine with many calls in flight (1,024), each worker making a few calls one
+# after the other; what counts is that no call fails (and how many connections that took).
+
+
+def _inflight(server: Server, settings: Settings, results: Results) -> None:
+    found: dict[str, Any] = {}
+    for row in peers.ENGINE_ROWS.values():
+        factory, backends, _, need = peers.ASYNC_SUBJECTS[row]
+        if not peers.available(need):
+            continue
+        for backend in backends:
+            connections = server.accepted()["http"]
+            start = time.perf_counter()
+            ok, errors = anyio.run(
+                _flight,
+                factory,
+                server.url,
+                settings.flight,
+                settings.flight_calls,
+                backend=backend,
+            )
+            seconds = time.perf_counter() - start
+            found[f"{row} [{backend}]"] = {
+                "calls": ok + sum(errors.values()),
+                "errors": sum(errors.values()),
+                "kinds": dict(errors),
+                "seconds": seconds,
+                "connections": server.accepted()["http"] - connections - 1,  # less the count's own
+            }
+            _log(f"  {row} [{backend}] @{settings.flight}: {found[f'{row} [{backend}]']}")
+    results.notes["inflight"] = found
+
+
+async def _flight(factory: Any, url: str, concurrency: int, calls: int) -> tuple[int, Any]:
+    call, aclose = await factory(url)
+    ok = 0
+    errors: collections.Counter[str] = collections.Counter()
+
+    async def worker() -> None:
+        nonlocal ok
+        for _ in range(calls):
+            try:
+                await call()
+            except Exception as exc:  # every failure counts, whatever its kind
+                errors[type(exc).__name__] += 1
+            else:
+                ok += 1
+
+    try:
+        with anyio.fail_after(600):  # a bound, whatever hangs
+            async with anyio.create_task_group() as workers:
+                for _ in range(concurrency):
+                    workers.start_soon(worker)
+    finally:
+        await aclose()
+    return ok, errors
+
+
+# TLS: handshakes per N sequential HTTPS calls, counted as the connections the server's HTTPS
+# listener accepted (every connection there is one handshake; 1 is a pool that keeps it).
+
+
+def _tls(server: Server, settings: Settings, results: Results) -> None:
+    if server.https_url is None:
+        return
+    found: dict[str, Any] = {}
+    for row in peers.SYNC_ENGINE_ROWS.values():
+        factory, _, need = peers.SYNC_SUBJECTS[row]
+        if not peers.available(need):
+            continue
+        before, start = server.accepted()["https"], time.perf_counter()
+        call, close = factory(server.https_url)
+        try:
+            for _ in range(settings.tls_calls):
+                call()
+        finally:
+            close()
+        found[row] = _handshakes(server, before, start, settings.tls_calls)
+    for row in [*peers.ENGINE_ROWS.values(), peers.GPT4FREE]:
+        factory, _, _, need = peers.ASYNC_SUBJECTS[row]
+        if not peers.available(need):
+            continue
+        before, start = server.accepted()["https"], time.perf_counter()
+        anyio.run(_calls, factory, server.https_url, settings.tls_calls, backend="asyncio")
+        found[f"{row} [asyncio]"] = _handshakes(server, before, start, settings.tls_calls)
+    for row, figures in found.items():
+        _log(f"  {row}: {figures}")
+    results.notes["tls"] = found
+
+
+def _handshakes(server: Server, before: int, start: float, calls: int) -> dict[str, float]:
+    elapsed = time.perf_counter() - start
+    return {"handshakes": server.accepted()["https"] - before, "us_per_call": elapsed / calls * 1e6}
+
+
+async def _calls(factory: Any, url: str, calls: int) -> None:
+    call, aclose = await factory(url)
+    try:
+        with anyio.fail_after(600):
+            for _ in range(calls):
+                await call()
+    finally:
+        await aclose()
+
+
 def _baseline(name: str) -> str | None:
-    """The row a subject is compared with: an A/A row with its original, a churner with the
-    aiohttp baseline measured beside it, the rest as peers.py says."""
+    """The row a subject is compared with: an A/A row with its original, the fastest engine
+    beside gpt4free with gpt4free, the rest as peers.py says."""
     if name.endswith(AA):
         return name.removesuffix(AA)
-    if name in peers.CHURNERS:
-        return peers.RAW_AIOHTTP + BESIDE
+    if name in EXTRA_BASELINES:
+        return EXTRA_BASELINES[name]
     if name in peers.SYNC_SUBJECTS:
         return peers.SYNC_SUBJECTS[name][1]
     if name in peers.ASYNC_SUBJECTS:
@@ -436,21 +725,42 @@ def _python(code: str, timeout: float = 300) -> str:
     return result.stdout
 
 
-def _import_wall_ms(statement: str) -> float:
+def _cli_command() -> list[str]:
+    """`pizzagpt --offline "hi"`: the console script beside this interpreter, as installed."""
+    script = Path(sys.executable).parent / "pizzagpt"
+    start = [str(script)] if script.is_file() else [sys.executable, "-m", "pizzagpt_sdk"]
+    return [*start, "--offline", "hi"]
+
+
+def _import_wall_ms(name: str) -> float:
+    statement = IMPORTS[name][0]
+    command = _cli_command() if statement is None else [sys.executable, "-c", statement]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", statement], check=True, timeout=60, env=_ENV, cwd=_CWD[0])
+    subprocess.run(
+        command,
+        check=True,
+        timeout=60,
+        env=_ENV,
+        cwd=_CWD[0],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
     return (time.perf_counter() - start) * 1e3
 
 
 def _imports(settings: Settings, results: Results) -> None:
     names = [name for name, (_, need) in IMPORTS.items() if peers.available(need)]
     for name in names:  # warm the bytecode caches, and list what each import loads
-        _import_wall_ms(IMPORTS[name][0])
+        _import_wall_ms(name)
+        if IMPORTS[name][0] is None:
+            continue
         listing = f"{IMPORTS[name][0]}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
         results.notes.setdefault("modules", {})[name] = json.loads(_python(listing))
     for round_ in range(settings.import_runs):
         for name in _rotated(names, round_):
-            results.add("import", name, _import_wall_ms(IMPORTS[name][0]))
+            if name in PEER_IMPORTS and round_ >= max(1, settings.import_runs // 4):
+                continue  # the peers' figures are context, not a target: fewer starts
+            results.add("import", name, _import_wall_ms(name))
         # The same comparison within one interpreter, less exposed to the machine's swings: the
         # SDK's own part, timed after httpx and anyio, against the process's whole wall time.
         start = time.perf_counter()
@@ -475,9 +785,9 @@ CONSTRUCT = {
     "Client()": ("from pizzagpt_sdk import Client", "Client()", None),
     "httpx.AsyncClient()": ("import httpx", "httpx.AsyncClient()", None),
     "AsyncClient()": ("from pizzagpt_sdk import AsyncClient", "AsyncClient()", None),
-    "AiohttpClient()": (
-        "from pizzagpt_sdk.aiohttp import AiohttpClient",
-        "AiohttpClient()",
+    "AsyncClient(engine='aiohttp')": (
+        "from pizzagpt_sdk import AsyncClient",
+        "AsyncClient(engine='aiohttp')",
         "aiohttp",
     ),
 }
@@ -521,7 +831,7 @@ RSS = {
     "raw httpx.AsyncClient @64": ("async", "raw_httpx_async_client", None),
     "AsyncClient @64": ("async", "sdk_async_client", None),
     "raw aiohttp session @64": ("async", "raw_aiohttp_session", "aiohttp"),
-    "AiohttpClient @64": ("async", "sdk_aiohttp_client", "aiohttp"),
+    "AsyncClient (aiohttp) @64": ("async", "sdk_async_aiohttp", "aiohttp"),
 }
 _RSS_CODE = """
 import asyncio, sys
@@ -567,15 +877,23 @@ def run(settings: Settings) -> Results:
     """Run the chosen sections against a fresh loopback server."""
     results = Results()
     results.notes["load_before"] = os.getloadavg()
-    results.notes["skipped"] = sorted(
-        {name for name, spec in peers.SYNC_SUBJECTS.items() if not peers.available(spec[2])}
-        | {name for name, spec in peers.ASYNC_SUBJECTS.items() if not peers.available(spec[3])}
-    )
     started = time.perf_counter()
     bytecode = tempfile.mkdtemp(prefix="pizzagpt-bench-pycache-")
     _ENV["PYTHONPYCACHEPREFIX"] = bytecode
     _CWD[:] = [bytecode]
-    with loopback_server() as server:
+    # The test CA, before anything imports aiohttp: gpt4free's provider verifies with aiohttp's
+    # default context, built at import from the default CA file, which SSL_CERT_FILE names.
+    tls = _test_ca(bytecode)
+    if tls is not None:
+        peers.CA_FILE = tls[0]
+        os.environ["SSL_CERT_FILE"] = tls[0]
+    else:
+        results.notes["no_https"] = "trustme is not installed: no HTTPS rows"
+    results.notes["skipped"] = sorted(
+        {name for name, spec in peers.SYNC_SUBJECTS.items() if not peers.available(spec[2])}
+        | {name for name, spec in peers.ASYNC_SUBJECTS.items() if not peers.available(spec[3])}
+    )
+    with loopback_server(tls) as server:
         url = server.url
         for section in settings.sections:
             _log(f"{section} ({time.perf_counter() - started:.0f} s)")
@@ -585,6 +903,12 @@ def run(settings: Settings) -> Results:
                 _sequential(url, settings, results)
             elif section == "async":
                 _async(url, settings, results)
+            elif section == "peers":
+                _peers(server, settings, results)
+            elif section == "inflight":
+                _inflight(server, settings, results)
+            elif section == "tls":
+                _tls(server, settings, results)
             elif section == "import":
                 _imports(settings, results)
             elif section == "construct":
@@ -611,34 +935,49 @@ class Target:
     megabytes: bool = False  # compare row - baseline in MB, not the ratio
 
 
-def targets(settings: Settings) -> list[Target]:
-    raw, raw_async = peers.RAW_SYNC, peers.RAW_ASYNC
-    found = [
-        Target("Client.ask per call", "sequential", "Client.ask", raw, 1.05, True),
-        Target("Client.stream per call", "sequential", "Client.stream (consumed)", raw, 1.05, True),
-    ]
+def targets(settings: Settings, results: Results) -> list[Target]:
+    """issue 11's targets, as ratios of rows of this run."""
+    found = []
+    for row, (_, baseline, _) in peers.SYNC_SUBJECTS.items():
+        if row.startswith("Client.") and baseline is not None:
+            found.append(Target(f"{row} per call", "sequential", row, baseline, 1.05, True))
+    for engine in _ONE_AT_A_TIME:
+        row = peers.ENGINE_ROWS[engine]
+        baseline = peers.ASYNC_SUBJECTS[row][2]
+        assert baseline is not None
+        found.append(
+            Target(f"{row} per call, asyncio", "sequential async", row, baseline, 1.05, True)
+        )
     for concurrency in settings.concurrency:
         for backend in ("asyncio", "trio"):
-            found.append(
-                Target(
-                    f"AsyncClient @{concurrency} [{backend}]",
-                    "async",
-                    f"AsyncClient [{backend}] @{concurrency}",
-                    f"{raw_async} [{backend}] @{concurrency}",
-                    0.95,
-                    False,
+            for row in peers.ENGINE_ROWS.values():
+                _, backends, baseline, _ = peers.ASYNC_SUBJECTS[row]
+                if backend not in backends or baseline is None:
+                    continue
+                found.append(
+                    Target(
+                        f"{row} @{concurrency} [{backend}]",
+                        "async",
+                        f"{row} [{backend}] @{concurrency}",
+                        f"{baseline} [{backend}] @{concurrency}",
+                        0.95,
+                        False,
+                    )
                 )
-            )
     first = settings.concurrency[0]
+    fastest = peers.ENGINE_ROWS[results.notes.get("fastest", fastest_engine(results, first))]
+    for suffix, over in (("", "HTTP"), (HTTPS, "HTTPS")):
+        found.append(
+            Target(
+                f"fastest engine ({fastest}) / gpt4free @{first}, {over}",
+                "async",
+                f"{fastest}{BESIDE}{suffix} [asyncio] @{first}",
+                f"{peers.GPT4FREE}{suffix} [asyncio] @{first}",
+                2.0,
+                False,
+            )
+        )
     found += [
-        Target(
-            f"AiohttpClient @{first}",
-            "async",
-            f"{peers.FAST} [asyncio] @{first}",
-            f"{peers.RAW_AIOHTTP} [asyncio] @{first}",
-            0.8,
-            False,
-        ),
         Target(
             "import wall time", "import", "import pizzagpt_sdk", "import httpx, anyio", 1.15, True
         ),
@@ -650,6 +989,7 @@ def targets(settings: Settings) -> list[Target]:
             1.15,
             True,
         ),
+        Target(f"`{CLI}` wall time", "import", CLI, "import httpx", 1.6, True),
         Target(
             "a later Client() / httpx.Client()",
             "construct",
@@ -676,6 +1016,8 @@ UNITS = {
     "server": "requests/s, one load-generator process",
     "sequential": "µs per call, wall",
     "sequential CPU": "µs of client CPU per call",
+    "sequential async": "µs per call, wall, one call at a time on asyncio",
+    "sequential async CPU": "µs of client CPU per call, one at a time on asyncio",
     "async": "requests/s",
     "async CPU": "µs of client CPU per request",
     "server CPU": "µs of the loopback server's CPU per request",
@@ -703,7 +1045,8 @@ def machine() -> dict[str, str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = []
-    for package in ("httpx", "httpcore", "anyio", "trio", "aiohttp", "httpx-aiohttp", "openai"):
+    packages = ("httpx", "httpcore", "httpx2", "anyio", "trio", "aiohttp", "curl_cffi", "openai")
+    for package in packages:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions.append(f"{package} {metadata.version(package)}")
     with contextlib.suppress(metadata.PackageNotFoundError):
@@ -747,6 +1090,13 @@ def report(results: Results, settings: Settings) -> str:
         lines.append(f"- TCP sockets in TIME_WAIT: {waits}")
     if results.notes.get("skipped"):
         lines.append(f"- not installed, left out: {', '.join(results.notes['skipped'])}")
+    if results.notes.get("no_https"):
+        lines.append(f"- {results.notes['no_https']}")
+    if results.notes.get("fastest"):
+        lines.append(
+            f"- fastest engine on asyncio at {settings.concurrency[0]} in flight (measured "
+            f"beside gpt4free): {results.notes['fastest']}"
+        )
     lines.append("")
     for section in UNITS:
         rows = results.samples.get(section)
@@ -773,6 +1123,33 @@ def report(results: Results, settings: Settings) -> str:
                 *ratio_lines,
             ]
         lines.append("")
+    if results.notes.get("inflight"):
+        lines += [
+            f"### {settings.flight:,} calls in flight, {settings.flight_calls} per worker "
+            "(http://, no retries needed)",
+            "",
+            "| engine | calls | errors (kinds) | seconds | requests/s | connections opened |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for row, figures in results.notes["inflight"].items():
+            kinds = ", ".join(f"{kind} {count}" for kind, count in figures["kinds"].items())
+            lines.append(
+                f"| {row} | {figures['calls']:,} | {figures['errors']}"
+                f"{f' ({kinds})' if kinds else ''} | {figures['seconds']:.1f} | "
+                f"{figures['calls'] / figures['seconds']:,.0f} | {figures['connections']} |"
+            )
+        lines.append("")
+    if results.notes.get("tls"):
+        lines += [
+            f"### TLS handshakes per {settings.tls_calls:,} sequential HTTPS calls (test CA, "
+            "loopback)",
+            "",
+            "| client | handshakes (connections accepted) | µs per call, wall, whole loop |",
+            "|---|---:|---:|",
+        ]
+        for row, figures in results.notes["tls"].items():
+            lines.append(f"| {row} | {figures['handshakes']:,} | {figures['us_per_call']:,.0f} |")
+        lines.append("")
     modules = results.notes.get("modules")
     if modules:
         base = set(modules.get("import httpx, anyio", []))
@@ -797,7 +1174,7 @@ def report(results: Results, settings: Settings) -> str:
         "| target | measured (interquartile range) | limit | holds |",
         "|---|---|---|---|",
     ]
-    for target in targets(settings):
+    for target in targets(settings, results):
         rows = results.samples.get(target.section, {})
         if target.row not in rows or target.baseline not in rows:
             continue
@@ -818,6 +1195,19 @@ def report(results: Results, settings: Settings) -> str:
         lines.append(
             f"| `import pizzagpt_sdk` loads none of {', '.join(NOT_ON_IMPORT)} | "
             f"{', '.join(unwanted) or 'none loaded'} | none | {'**no**' if unwanted else 'yes'} |"
+        )
+    inflight = results.notes.get("inflight", {})
+    for row, figures in inflight.items():
+        lines.append(
+            f"| {row}: errors at {settings.flight} in flight | {figures['errors']} of "
+            f"{figures['calls']} calls | 0 | {'yes' if figures['errors'] == 0 else '**no**'} |"
+        )
+    for row, figures in results.notes.get("tls", {}).items():
+        expected = settings.tls_calls if row.startswith(peers.GPT4FREE) else 1
+        lines.append(
+            f"| {row}: TLS handshakes per {settings.tls_calls:,} sequential HTTPS calls | "
+            f"{figures['handshakes']} | {expected} | "
+            f"{'yes' if figures['handshakes'] == expected else '**no**'} |"
         )
     lines.append("")
     return "\n".join(lines)

@@ -7,15 +7,16 @@ with Client() as client:
     print(client.ask("Why is the sky blue?"))
 ```
 
-The sans-I/O core that `Client` and `AsyncClient` drive is `pizzagpt_sdk.core`.
+The sans-I/O core that `Client` and `AsyncClient` drive is `pizzagpt_sdk.core`; the HTTP
+libraries they can drive it with are in `pizzagpt_sdk.engines`.
 """
 
 from __future__ import annotations
 
-from ._async_client import AsyncClient, AsyncConversation, AsyncStream
-from ._base import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, CallOptions
+import typing as _typing
+
 from ._batch import BatchProgress, RateLimiter
-from ._client import Client, Conversation, Stream
+from ._config import DEFAULT_DEADLINE, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CallOptions
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -31,10 +32,42 @@ from ._exceptions import (
     SecretRejectedError,
     UsageError,
 )
-from ._models import Answer, FinishReason
-from ._progress import ProgressBar
+from ._models import Answer, FinishReason, Timeout
 from ._retry import RetryPolicy
 from ._version import __version__
+
+if _typing.TYPE_CHECKING:
+    from ._async_client import AsyncClient, AsyncConversation, AsyncStream
+    from ._client import Client, Conversation, Stream
+    from ._progress import ProgressBar
+
+# The clients load httpx and anyio: imported on first use, so that `import pizzagpt_sdk.core`
+# (and the error classes and values above) loads no HTTP or async library.
+_LAZY = {
+    "AsyncClient": "._async_client",
+    "AsyncConversation": "._async_client",
+    "AsyncStream": "._async_client",
+    "Client": "._client",
+    "Conversation": "._client",
+    "Stream": "._client",
+    "ProgressBar": "._progress",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "APIConnectionError",
@@ -50,6 +83,7 @@ __all__ = [
     "ClientClosedError",
     "Conversation",
     "DEFAULT_DEADLINE",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_TIMEOUT",
     "FinishReason",
     "InternalServerError",
@@ -64,6 +98,7 @@ __all__ = [
     "RetryPolicy",
     "SecretRejectedError",
     "Stream",
+    "Timeout",
     "UsageError",
     "__version__",
 ]

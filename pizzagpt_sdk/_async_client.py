@@ -1,24 +1,26 @@
-"""The async client: a driver of the core over `httpx.AsyncClient`. `_client.py` is its twin."""
+"""The async client and its drive loop, on asyncio and trio; `_client.py` is its twin."""
 
 from __future__ import annotations
 
-import contextlib
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import anyio
-import httpx
 
-from ._base import BaseClient, CallOptions, build_request, is_timeout
 from ._batch import Batch, BatchProgress, RateLimiter
 from ._call import Call, Done, Receive, Send, Transcript, collect
+from ._config import DEFAULT_DEADLINE, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CallOptions
 from ._exceptions import PizzaGPTError
-from ._history import History
-from ._models import Answer, FinishReason
+from ._models import Answer, FinishReason, Timeout
 from ._prompt import Message, Messages
+from ._protocol import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_USER_AGENT
+from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy
+from ._shared import ClientState, ConversationState
+from .engines import AsyncEngine, AsyncResponse, TransportError
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
@@ -26,20 +28,74 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient", "AsyncConversation", "AsyncStream"]
 
 
-class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
+class AsyncClient(ClientState):
     """An async PizzaGPT client for asyncio and trio, with one connection pool reused across calls.
 
-    Close it with `aclose()` or use it in an `async with` block. See `BaseClient` for the
-    arguments.
+    Close it with `aclose()` or use it in an `async with` block. Every argument is checked here,
+    before anything is sent.
+
+    Args:
+        base_url: The service's URL. Default: `PIZZAGPT_BASE_URL` from the environment, else
+            `https://www.pizzagpt.it`.
+        secret: The `x-secret` header. Default: `PIZZAGPT_SECRET`, else `"Marinara"`.
+        timeout: The most any single wait may take, in seconds (connect, write, read, pool), a
+            `Timeout`, or an `httpx.Timeout`. Default: 120 s, 10 s to connect.
+        deadline: The most one call may take, retries and sleeps included, in seconds; `None`
+            for no limit. It starts when the call's first request is about to be sent.
+            Default: 300 s.
+        max_retries: Retries after the first attempt. Default: 2.
+        retry_policy: Delays between attempts. Default: `RetryPolicy()`.
+        proxy: A proxy URL (`http://`, `https://`, `socks5://`) for the client's own pool.
+        headers: Extra request headers.
+        user_agent: The `user-agent` header. Default: a desktop Chrome, as gpt4free sends.
+        max_response_bytes: The largest response body accepted. Default: 4 MiB.
+        verify: TLS verification: `True` (the default CA bundle), `False`, a CA bundle's path,
+            or an `ssl.SSLContext`. A TLS context is built only for an `https://` base URL.
+        max_connections: The most connections the pool keeps open (and alive). Default: 100.
+        engine: The HTTP library: `"httpx"` (the default; its pool split into small ones),
+            `"httpx2"`, `"aiohttp"` (asyncio only) or `"curl_cffi"` (asyncio only), or an engine
+            object (see `pizzagpt_sdk.engines`).
+        http_client: Your own `httpx.AsyncClient`, `httpx2.AsyncClient`,
+            `aiohttp.ClientSession` or `curl_cffi.requests.AsyncSession`, used as it is (with
+            its own proxy, TLS and limits) and never closed by the SDK; it chooses the engine.
+        transport: An httpx transport for the SDK's own pool (httpx's `MockTransport`, the
+            fake's in-process transport, an `HTTPTransport` with options); used as it is, also
+            after `os.fork()`. Environment proxies do not apply to it.
+
+    Raises:
+        InvalidTypeError: An argument has the wrong type.
+        InvalidValueError: An argument has a value the SDK cannot use.
+        UsageError: The engine cannot run here, or its extra is not installed (the message says
+            what to install or use instead).
 
     Example:
-        >>> async with AsyncClient() as client:  # doctest: +SKIP
-        ...     print(await client.ask("Why is the sky blue?"))
+        ```python
+        async with AsyncClient() as client:
+            print(await client.ask("Why is the sky blue?"))
+        ```
     """
 
-    _http_class = httpx.AsyncClient
-    _transport_class = httpx.AsyncBaseTransport
-    _spread = True
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        secret: str | None = None,
+        timeout: float | Timeout | Any = DEFAULT_TIMEOUT,
+        deadline: float | None = DEFAULT_DEADLINE,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_policy: RetryPolicy | None = None,
+        proxy: str | Any | None = None,
+        headers: Mapping[str, str] | None = None,
+        user_agent: str = DEFAULT_USER_AGENT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        verify: bool | str | Any = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        engine: str | AsyncEngine | None = None,
+        http_client: Any = None,
+        transport: Any = None,
+    ) -> None:
+        self._setup("async", locals())
+        self._engine: AsyncEngine
 
     def stream(self, messages: Messages, **options: Unpack[CallOptions]) -> AsyncStream:
         """Ask, and iterate over the answer as it arrives.
@@ -155,8 +211,7 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
 
     async def aclose(self) -> None:
         """Close the connection pool (not an `http_client` you passed in)."""
-        if self._owns_http:
-            await self._http.aclose()
+        await self._engine.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -175,13 +230,12 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         options: CallOptions,
         on_answer: Callable[[Answer], None] | None = None,
     ) -> AsyncStream:
-        call, timeout = self._start(messages, options)
-        return AsyncStream(self._http, call, timeout, on_answer)
+        return AsyncStream(self._engine, self._start(messages, options), on_answer)
 
     async def _map_worker(self, batch: Batch, options: CallOptions) -> None:
         while (job := batch.next_job()) is not None:
             index, prompt = job
-            delay = batch.delay()
+            delay = batch.delay(time.monotonic())
             if delay:
                 await anyio.sleep(delay)
             try:
@@ -191,7 +245,7 @@ class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport]):
             batch.finished(index, result)
 
 
-class AsyncConversation(History):
+class AsyncConversation(ConversationState):
     """A conversation over an `AsyncClient`: each turn sends the whole history, flattened.
 
     A turn is added to `messages` only when its answer finished normally, not when it failed or
@@ -199,11 +253,7 @@ class AsyncConversation(History):
     only the system message; `to_messages()` copies it out.
     """
 
-    def __init__(
-        self, client: AsyncClient, *, system: str | None = None, messages: Iterable[Message] = ()
-    ) -> None:
-        super().__init__(system=system, messages=messages)
-        self._client = client
+    _client: AsyncClient
 
     def stream(self, content: str | Message, **options: Unpack[CallOptions]) -> AsyncStream:
         """Send a new user turn with the history, and stream the answer.
@@ -218,8 +268,8 @@ class AsyncConversation(History):
         Raises:
             UsageError: Bad content or options, before anything is sent.
         """
-        messages, user_message = self.next_turn(content)
-        return self._client._stream(messages, options, partial(self.commit, user_message))
+        messages, user_message = self._history.next_turn(content)
+        return self._client._stream(messages, options, partial(self._history.commit, user_message))
 
     async def ask(self, content: str | Message, **options: Unpack[CallOptions]) -> Answer:
         """Send a new user turn with the history, and return the whole answer.
@@ -248,19 +298,13 @@ class AsyncStream:
     """
 
     def __init__(
-        self,
-        http: httpx.AsyncClient,
-        call: Call,
-        timeout: httpx.Timeout,
-        on_answer: Callable[[Answer], None] | None = None,
+        self, engine: AsyncEngine, call: Call, on_answer: Callable[[Answer], None] | None = None
     ) -> None:
-        self._http = http
+        self._engine = engine
         self._call = call
-        self._timeout = timeout
         self._on_answer = on_answer
         self._transcript = Transcript()
-        self._response: httpx.Response | None = None
-        self._chunks: AsyncIterator[bytes] | None = None
+        self._response: AsyncResponse | None = None
         self._events: deque[str | FinishReason] = deque()
         self._finished = False
 
@@ -318,56 +362,30 @@ class AsyncStream:
             await anyio.sleep(action.seconds)
 
     async def _send(self, action: Send) -> None:
-        request = build_request(self._http, action, self._timeout)
         try:
-            self._response = await self._http.send(request, stream=True)
-        except httpx.RequestError as exc:
-            self._call.transport_failed(exc, timeout=is_timeout(exc))
+            self._response = await self._engine.send(
+                action.request, action.timeouts, action.max_body
+            )
+        except TransportError as exc:
+            self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        self._chunks = self._response.aiter_bytes()
-        self._call.response_received(
-            self._response.status_code, self._response.headers.multi_items()
-        )
+        self._call.response_received(self._response.status_code, self._response.headers)
 
     async def _receive(self) -> None:
-        assert self._chunks is not None
+        assert self._response is not None
         try:
-            chunk = await anext(self._chunks, None)
-        except httpx.RequestError as exc:
-            self._chunks = None  # the error ended it: nothing left to finish
+            chunk = await self._response.aread()
+        except TransportError as exc:
             await self._close_response()
-            self._call.transport_failed(exc, timeout=is_timeout(exc))
+            self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        if chunk is None:
-            self._chunks = None  # exhausted
+        if chunk:
+            self._events.extend(self._call.data_received(chunk))
+        else:
             await self._close_response()
             self._events.extend(self._call.body_ended())
-        else:
-            self._events.extend(self._call.data_received(chunk))
 
     async def _close_response(self) -> None:
-        response, self._response, chunks = self._response, None, self._chunks
-        self._chunks = None
-        try:
-            if chunks is not None:
-                await _abandon(chunks)
-        finally:
-            # Also when the caller's scope was cancelled during _abandon: the response must be
-            # closed, and closing it first frees its place in the pool, before any await.
-            if response is not None:
-                await response.aclose()
-
-
-async def _abandon(chunks: AsyncIterator[bytes]) -> None:
-    """Finish a body iterator given up mid-body, leaving none of httpx's generators suspended.
-
-    httpx reads a body through nested async generators. Closing the outermost one leaves the
-    inner ones suspended, and trio warns about each when it is collected (encode/httpx#3686).
-    Resumed in a cancelled scope, the innermost read raises instead, which unwinds every one of
-    them and closes the connection (its body was not read to the end: it cannot be reused).
-    Chunks already buffered are passed over on the way: at most what one read returned.
-    """
-    with anyio.CancelScope() as scope, contextlib.suppress(httpx.HTTPError):
-        scope.cancel()
-        while await anext(chunks, None) is not None:
-            pass
+        response, self._response = self._response, None
+        if response is not None:
+            await response.aclose()

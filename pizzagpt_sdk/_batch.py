@@ -23,13 +23,16 @@ class RateLimiter:
 
     Args:
         requests_per_minute: The most requests started in any minute.
-        clock: A monotonic clock in seconds (`time.monotonic`).
+        clock: A monotonic clock in seconds, for `reserve()` called without the time. The SDK's
+            clients pass `time.monotonic()` themselves, so `RateLimiter(60)` is all they need.
 
     Raises:
         InvalidValueError: `requests_per_minute` is not a positive finite number.
     """
 
-    def __init__(self, requests_per_minute: float, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, requests_per_minute: float, *, clock: Callable[[], float] | None = None
+    ) -> None:
         if isinstance(requests_per_minute, bool) or not isinstance(
             requests_per_minute, (int, float)
         ):
@@ -46,14 +49,23 @@ class RateLimiter:
         self._next_slot: float | None = None
         self._lock = threading.Lock()
 
-    def reserve(self) -> float:
+    def reserve(self, now: float | None = None) -> float:
         """Take the next free slot.
+
+        Args:
+            now: The monotonic time in seconds, used when the limiter has no clock of its own.
 
         Returns:
             How long to wait, in seconds, before starting the request.
+
+        Raises:
+            InvalidValueError: No time given, and the limiter has no clock.
         """
-        with self._lock:
+        if self._clock is not None:
             now = self._clock()
+        elif now is None:
+            raise InvalidValueError("give reserve() the time, or the RateLimiter a clock")
+        with self._lock:
             start = now if self._next_slot is None else max(now, self._next_slot)
             self._next_slot = start + self.interval
             return start - now
@@ -134,9 +146,13 @@ class Batch:
             self._next += 1
             return index, self.prompts[index]
 
-    def delay(self) -> float:
-        """How long to wait before sending the next request, under the rate limit."""
-        return 0.0 if self._limiter is None else self._limiter.reserve()
+    def delay(self, now: float | None = None) -> float:
+        """How long to wait before sending the next request, under the rate limit.
+
+        Args:
+            now: The monotonic time in seconds (see `RateLimiter.reserve`).
+        """
+        return 0.0 if self._limiter is None else self._limiter.reserve(now)
 
     def finished(self, index: int, result: Answer | PizzaGPTError) -> None:
         """Record a prompt's answer or error, and report progress."""

@@ -26,7 +26,8 @@ import enum
 import logging
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from ._exceptions import (
     APIConnectionError,
@@ -35,7 +36,7 @@ from ._exceptions import (
     InvalidValueError,
     PizzaGPTError,
 )
-from ._models import Answer, FinishReason
+from ._models import Answer, FinishReason, Timeout
 from ._protocol import DEFAULT_MAX_RESPONSE_BYTES, Event, Request, ResponseReader
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, check_max_retries, is_retryable
 
@@ -54,11 +55,17 @@ class Send:
         request: The request to send.
         timeout: What is left of the call's deadline, in seconds, or `None` without one.
         attempt: 1 for the first attempt, 2 for the first retry, …
+        timeouts: The most each wait (connect, read, write, pool) may take, already capped by
+            what is left of the deadline: pass them on to the HTTP library as they are.
+        max_body: The most body bytes worth taking in: a library that reads the whole body
+            before handing it over must stop there (the call refuses a larger one).
     """
 
     request: Request
     timeout: float | None
     attempt: int
+    timeouts: Timeout
+    max_body: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,7 @@ class Sleep:
     """
 
     seconds: float
+    _: KW_ONLY
     after: PizzaGPTError | None = None
 
 
@@ -88,6 +96,7 @@ class Done:
 Action = Send | Sleep | Receive | Done
 
 _RECEIVE = Receive()
+_NO_TIMEOUT = Timeout(connect=None, read=None, write=None, pool=None)
 _DONE = Done()
 
 
@@ -112,6 +121,11 @@ class Call:
         deadline: The most the whole call may take, retries and sleeps included, in seconds;
             `None` for no limit.
         max_response_bytes: The largest response body accepted.
+        timeout: The most each wait of an attempt may take; `Send.timeouts` gives them capped by
+            what is left of the deadline. Default: no limit but the deadline.
+
+    The deadline starts at the first `next_action()`, not when the call is made: a stream made
+    now and iterated later has all of its deadline.
 
     Raises:
         InvalidTypeError: An argument has the wrong type.
@@ -130,12 +144,15 @@ class Call:
         retry_policy: RetryPolicy | None = None,
         deadline: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        timeout: Timeout | None = None,
     ) -> None:
         if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
             raise InvalidTypeError(
                 f"retry_policy must be a RetryPolicy, not {type(retry_policy).__name__}"
             )
         self.request = request
+        # What the call writes (errors, logs) never holds the secret or the URL's password.
+        self._url, self._secrets = shown_url(request)
         self._clock = clock
         self._now = now
         self._random = random
@@ -143,7 +160,9 @@ class Call:
         self._policy = retry_policy or RetryPolicy()
         self._deadline = check_deadline(deadline)
         self._max_bytes = check_max_response_bytes(max_response_bytes)
-        self._deadline_at = None if deadline is None else clock() + deadline
+        self._timeout = timeout or _NO_TIMEOUT
+        self._deadline_at: float | None = None  # set by the first next_action()
+        self._started = False
         self._state = _State.READY
         self._attempts = 0
         self._reader: ResponseReader | None = None
@@ -173,24 +192,28 @@ class Call:
             PizzaGPTError: The call failed and will not be retried: the last attempt's error,
                 or `APITimeoutError` when the deadline ran out.
         """
+        if not self._started:
+            self._started = True
+            if self._deadline is not None:
+                self._deadline_at = self._clock() + self._deadline
         if self._state is _State.RECEIVING and self._remaining() == 0.0:
             self._fail(self._deadline_error(), retryable=False)
         if self._state is _State.FAILED:
             delay = self._retry_delay()
             assert self._error is not None
             if delay is None:
-                _log.debug("giving up on %s after %d attempt(s)", self.request.url, self._attempts)
+                _log.debug("giving up on %s after %d attempt(s)", self._url, self._attempts)
                 raise self._error
             self._state = _State.READY
             _log.info(
                 "retrying %s in %.3f s (attempt %d failed: %s)",
-                self.request.url,
+                self._url,
                 delay,
                 self._attempts,
                 self._error,
             )
             if delay > 0:
-                return Sleep(delay, self._error)
+                return Sleep(delay, after=self._error)
         if self._state is _State.READY:
             remaining = self._remaining()
             if remaining == 0.0:
@@ -199,8 +222,14 @@ class Call:
                 raise error
             self._attempts += 1
             self._state = _State.SENT
-            _log.debug("POST %s, attempt %d", self.request.url, self._attempts)
-            return Send(request=self.request, timeout=remaining, attempt=self._attempts)
+            _log.debug("POST %s, attempt %d", self._url, self._attempts)
+            return Send(
+                request=self.request,
+                timeout=remaining,
+                attempt=self._attempts,
+                timeouts=self._timeout.capped(remaining),
+                max_body=self._max_bytes + 1,
+            )
         if self._state is _State.RECEIVING:
             return _RECEIVE
         if self._state is _State.DONE:
@@ -215,10 +244,10 @@ class Call:
             headers: The response headers as (name, value) pairs.
         """
         self._expect(_State.SENT, "response_received")
-        _log.debug("HTTP %d from %s", status_code, self.request.url)
+        _log.debug("HTTP %d from %s", status_code, self._url)
         try:
             self._reader = ResponseReader(
-                url=self.request.url,
+                url=self._url,
                 status_code=status_code,
                 headers=headers,
                 max_bytes=self._max_bytes,
@@ -268,8 +297,8 @@ class Call:
         """
         if self._state not in (_State.SENT, _State.RECEIVING):
             raise RuntimeError("transport_failed() is only valid after Send or Receive")
-        url = self.request.url
-        what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        url = self._url
+        what = _describe(cause)
         if timeout:
             error: APIConnectionError = APITimeoutError(
                 f"timed out talking to {url} ({what})", url=url
@@ -291,6 +320,7 @@ class Call:
         return events
 
     def _fail(self, error: PizzaGPTError, *, retryable: bool) -> None:
+        _scrub(error, self._secrets)
         self._error = error
         self._retryable = retryable
         self._state = _State.FAILED
@@ -315,8 +345,8 @@ class Call:
     def _deadline_error(self) -> APITimeoutError:
         error = APITimeoutError(
             f"the call's deadline of {self._deadline:g} s ran out after {self._attempts} "
-            f"attempt(s) to {self.request.url}",
-            url=self.request.url,
+            f"attempt(s) to {self._url}",
+            url=self._url,
         )
         error.__cause__ = self._error
         return error
@@ -324,6 +354,54 @@ class Call:
     def _expect(self, state: _State, method: str) -> None:
         if self._state is not state:
             raise RuntimeError(f"{method}() is not valid now (the call is {self._state.name})")
+
+
+def shown_url(request: Request) -> tuple[str, tuple[str, ...]]:
+    """The request's URL as the SDK writes it (see `redact_url`), and the secrets no text of
+    the SDK's may hold: the `x-secret` header, the URL's password."""
+    url, password = redact_url(request.url)
+    secrets = [value for name, value in request.headers if name == "x-secret"]
+    return url, tuple(secret for secret in (*secrets, password) if secret)
+
+
+def redact_url(url: str) -> tuple[str, str | None]:
+    """`url` with its password, if it has one, replaced by `***`; and that password."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else "***@"
+    return urlunsplit(parts._replace(netloc=user + host)), parts.password
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret in it replaced by `***`."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _scrub(error: PizzaGPTError, secrets: tuple[str, ...]) -> None:
+    """Take the secrets out of an error's message and body excerpt (a server may echo them)."""
+    if not secrets:
+        return
+    error.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in error.args)
+    body = getattr(error, "body", None)
+    if isinstance(body, str):
+        error.body = redact(body, secrets)  # type: ignore[attr-defined]
+
+
+def _describe(cause: BaseException) -> str:
+    """The error's type and the first message found down its chain: httpx's `ConnectError` on
+    trio says nothing itself, its cause says `[SSL: CERTIFICATE_VERIFY_FAILED] …`."""
+    seen: list[BaseException] = []
+    current: BaseException | None = cause
+    while current is not None and current not in seen and len(seen) < 8:
+        if str(current):
+            return f"{type(cause).__name__}: {current}"
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return type(cause).__name__
 
 
 def check_deadline(value: object) -> float | None:

@@ -17,8 +17,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ._base import DEFAULT_TIMEOUT, CallOptions
 from ._client import Client, Stream
+from ._config import DEFAULT_TIMEOUT, CallOptions
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,

@@ -1,23 +1,24 @@
-"""The blocking client: a driver of the core over `httpx.Client`. `_async_client.py` is its twin."""
+"""The blocking client and its drive loop; `_async_client.py` is its twin, line for line."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-import httpx
-
-from ._base import BaseClient, CallOptions, build_request, is_timeout
 from ._batch import Batch, BatchProgress, RateLimiter
 from ._call import Call, Done, Receive, Send, Transcript, collect
+from ._config import DEFAULT_DEADLINE, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CallOptions
 from ._exceptions import PizzaGPTError
-from ._history import History
-from ._models import Answer, FinishReason
+from ._models import Answer, FinishReason, Timeout
 from ._prompt import Message, Messages
+from ._protocol import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_USER_AGENT
+from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy
+from ._shared import ClientState, ConversationState
+from .engines import Engine, Response, TransportError
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
@@ -25,19 +26,74 @@ if TYPE_CHECKING:
 __all__ = ["Client", "Conversation", "Stream"]
 
 
-class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
+class Client(ClientState):
     """A blocking PizzaGPT client, with one connection pool reused across calls.
 
     It never touches an event loop, so it also works where one is running (a Jupyter cell).
-    Close it with `close()` or use it in a `with` block. See `BaseClient` for the arguments.
+    Close it with `close()` or use it in a `with` block. Every argument is checked here, before
+    anything is sent.
+
+    Args:
+        base_url: The service's URL. Default: `PIZZAGPT_BASE_URL` from the environment, else
+            `https://www.pizzagpt.it`.
+        secret: The `x-secret` header. Default: `PIZZAGPT_SECRET`, else `"Marinara"`.
+        timeout: The most any single wait may take, in seconds (connect, write, read, pool), a
+            `Timeout`, or an `httpx.Timeout`. Default: 120 s, 10 s to connect.
+        deadline: The most one call may take, retries and sleeps included, in seconds; `None`
+            for no limit. It starts when the call's first request is about to be sent.
+            Default: 300 s.
+        max_retries: Retries after the first attempt. Default: 2.
+        retry_policy: Delays between attempts. Default: `RetryPolicy()`.
+        proxy: A proxy URL (`http://`, `https://`, `socks5://`) for the client's own pool.
+        headers: Extra request headers.
+        user_agent: The `user-agent` header. Default: a desktop Chrome, as gpt4free sends.
+        max_response_bytes: The largest response body accepted. Default: 4 MiB.
+        verify: TLS verification: `True` (the default CA bundle), `False`, a CA bundle's path,
+            or an `ssl.SSLContext`. A TLS context is built only for an `https://` base URL.
+        max_connections: The most connections the pool keeps open (and alive). Default: 100.
+        engine: The HTTP library: `"httpx"` (the default), `"httpx2"` or `"curl_cffi"`, or an
+            engine object (see `pizzagpt_sdk.engines`).
+        http_client: Your own `httpx.Client`, `httpx2.Client` or `curl_cffi.requests.Session`,
+            used as it is (with its own proxy, TLS and limits) and never closed by the SDK; it
+            chooses the engine.
+        transport: An httpx transport for the SDK's own pool (httpx's `MockTransport`, the
+            fake's in-process transport, an `HTTPTransport` with options); used as it is, also
+            after `os.fork()`. Environment proxies do not apply to it.
+
+    Raises:
+        InvalidTypeError: An argument has the wrong type.
+        InvalidValueError: An argument has a value the SDK cannot use.
+        UsageError: The engine cannot run here, or its extra is not installed (the message says
+            what to install or use instead).
 
     Example:
-        >>> with Client() as client:  # doctest: +SKIP
-        ...     print(client.ask("Why is the sky blue?"))
+        ```python
+        with Client() as client:
+            print(client.ask("Why is the sky blue?"))
+        ```
     """
 
-    _http_class = httpx.Client
-    _transport_class = httpx.BaseTransport
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        secret: str | None = None,
+        timeout: float | Timeout | Any = DEFAULT_TIMEOUT,
+        deadline: float | None = DEFAULT_DEADLINE,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_policy: RetryPolicy | None = None,
+        proxy: str | Any | None = None,
+        headers: Mapping[str, str] | None = None,
+        user_agent: str = DEFAULT_USER_AGENT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        verify: bool | str | Any = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        engine: str | Engine | None = None,
+        http_client: Any = None,
+        transport: Any = None,
+    ) -> None:
+        self._setup("blocking", locals())
+        self._engine: Engine
 
     def stream(self, messages: Messages, **options: Unpack[CallOptions]) -> Stream:
         """Ask, and iterate over the answer as it arrives.
@@ -159,8 +215,7 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
 
     def close(self) -> None:
         """Close the connection pool (not an `http_client` you passed in)."""
-        if self._owns_http:
-            self._http.close()
+        self._engine.close()
 
     def __enter__(self) -> Self:
         return self
@@ -179,13 +234,12 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
         options: CallOptions,
         on_answer: Callable[[Answer], None] | None = None,
     ) -> Stream:
-        call, timeout = self._start(messages, options)
-        return Stream(self._http, call, timeout, on_answer)
+        return Stream(self._engine, self._start(messages, options), on_answer)
 
     def _map_worker(self, batch: Batch, options: CallOptions) -> None:
         while (job := batch.next_job()) is not None:
             index, prompt = job
-            delay = batch.delay()
+            delay = batch.delay(time.monotonic())
             if delay:
                 time.sleep(delay)
             try:
@@ -195,7 +249,7 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport]):
             batch.finished(index, result)
 
 
-class Conversation(History):
+class Conversation(ConversationState):
     """A conversation over a `Client`: each turn sends the whole history, flattened.
 
     A turn is added to `messages` only when its answer finished normally, not when it failed or
@@ -203,11 +257,7 @@ class Conversation(History):
     only the system message; `to_messages()` copies it out.
     """
 
-    def __init__(
-        self, client: Client, *, system: str | None = None, messages: Iterable[Message] = ()
-    ) -> None:
-        super().__init__(system=system, messages=messages)
-        self._client = client
+    _client: Client
 
     def stream(self, content: str | Message, **options: Unpack[CallOptions]) -> Stream:
         """Send a new user turn with the history, and stream the answer.
@@ -222,8 +272,8 @@ class Conversation(History):
         Raises:
             UsageError: Bad content or options, before anything is sent.
         """
-        messages, user_message = self.next_turn(content)
-        return self._client._stream(messages, options, partial(self.commit, user_message))
+        messages, user_message = self._history.next_turn(content)
+        return self._client._stream(messages, options, partial(self._history.commit, user_message))
 
     def ask(self, content: str | Message, **options: Unpack[CallOptions]) -> Answer:
         """Send a new user turn with the history, and return the whole answer.
@@ -252,19 +302,13 @@ class Stream:
     """
 
     def __init__(
-        self,
-        http: httpx.Client,
-        call: Call,
-        timeout: httpx.Timeout,
-        on_answer: Callable[[Answer], None] | None = None,
+        self, engine: Engine, call: Call, on_answer: Callable[[Answer], None] | None = None
     ) -> None:
-        self._http = http
+        self._engine = engine
         self._call = call
-        self._timeout = timeout
         self._on_answer = on_answer
         self._transcript = Transcript()
-        self._response: httpx.Response | None = None
-        self._chunks: Iterator[bytes] | None = None
+        self._response: Response | None = None
         self._events: deque[str | FinishReason] = deque()
         self._finished = False
 
@@ -322,39 +366,28 @@ class Stream:
             time.sleep(action.seconds)
 
     def _send(self, action: Send) -> None:
-        request = build_request(self._http, action, self._timeout)
         try:
-            self._response = self._http.send(request, stream=True)
-        except httpx.RequestError as exc:
-            self._call.transport_failed(exc, timeout=is_timeout(exc))
+            self._response = self._engine.send(action.request, action.timeouts, action.max_body)
+        except TransportError as exc:
+            self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        self._chunks = self._response.iter_bytes()
-        self._call.response_received(
-            self._response.status_code, self._response.headers.multi_items()
-        )
+        self._call.response_received(self._response.status_code, self._response.headers)
 
     def _receive(self) -> None:
-        assert self._chunks is not None
+        assert self._response is not None
         try:
-            chunk = next(self._chunks, None)
-        except httpx.RequestError as exc:
-            self._chunks = None  # the error ended it: nothing left to finish
+            chunk = self._response.read()
+        except TransportError as exc:
             self._close_response()
-            self._call.transport_failed(exc, timeout=is_timeout(exc))
+            self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        if chunk is None:
-            self._chunks = None  # exhausted
+        if chunk:
+            self._events.extend(self._call.data_received(chunk))
+        else:
             self._close_response()
             self._events.extend(self._call.body_ended())
-        else:
-            self._events.extend(self._call.data_received(chunk))
 
     def _close_response(self) -> None:
-        response, self._response, chunks = self._response, None, self._chunks
-        self._chunks = None
-        if chunks is not None:
-            # Closing the outermost generator is enough: a sync generator left suspended inside
-            # it is closed when collected, silently (unlike async ones: see _async_client.py).
-            chunks.close()  # type: ignore[attr-defined]
+        response, self._response = self._response, None
         if response is not None:
             response.close()

@@ -40,7 +40,14 @@ __all__ = [
 
 
 class PizzaGPTError(Exception):
-    """The root of every error this SDK raises."""
+    """The root of every error this SDK raises.
+
+    Every one can be pickled and copied with its attributes (across `multiprocessing` and
+    process pools), though its keyword-only arguments would stop `Exception`'s own way.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class UsageError(PizzaGPTError):
@@ -153,3 +160,13 @@ class MisuseDetectedError(_ResponseError, ValueError):
     ) -> None:
         super().__init__(message, url=url, status_code=status_code, body=body)
         self.content = content
+
+
+def _restore(
+    cls: type[PizzaGPTError], args: tuple[object, ...], state: dict[str, object]
+) -> PizzaGPTError:
+    """An error of `cls` with these `args` and attributes, made without its `__init__`."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
-__all__ = ["Answer", "FinishReason"]
+__all__ = ["Answer", "FinishReason", "Timeout"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,7 +12,8 @@ class FinishReason:
     """The last item of every successful stream: why the answer ended, and what came with it.
 
     Two finish reasons are equal when all their fields are: `FinishReason("stop") ==
-    FinishReason("stop")`.
+    FinishReason("stop")`. As every public value: the one required field may be given by
+    position, the others only by keyword.
 
     Attributes:
         reason: `"stop"` when the answer is complete, `"refusal"` when the model refused.
@@ -21,6 +22,7 @@ class FinishReason:
     """
 
     reason: str
+    _: KW_ONLY
     citations: tuple[str, ...] = ()
     refusal: str | None = None
 
@@ -58,3 +60,30 @@ class Answer:
         if self.citations:
             parts.append("**Sources**\n\n" + "\n".join(f"1. <{url}>" for url in self.citations))
         return "\n\n".join(parts)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeout:
+    """The most each wait of a request may take, in seconds; `None` for no limit.
+
+    Attributes:
+        connect: Opening a connection (TCP and TLS).
+        read: Each read of the response (an answer is generated before anything is sent back).
+        write: Each write of the request.
+        pool: Waiting for a free connection in the pool.
+    """
+
+    connect: float | None
+    read: float | None
+    write: float | None
+    pool: float | None
+
+    def capped(self, cap: float | None) -> Timeout:
+        """These timeouts, none longer than `cap` (what is left of a deadline; `None`: no cap)."""
+        if cap is None:
+            return self
+        values = (self.connect, self.read, self.write, self.pool)
+        if all(value is not None and value <= cap for value in values):
+            return self
+        connect, read, write, pool = (cap if v is None else min(v, cap) for v in values)
+        return Timeout(connect=connect, read=read, write=write, pool=pool)

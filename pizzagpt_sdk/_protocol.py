@@ -121,7 +121,17 @@ class Settings:
         if not isinstance(self.headers, Mapping):
             raise InvalidTypeError(f"headers must be a mapping, not {type(self.headers).__name__}")
         for name, value in self.headers.items():
-            _check_header_value("a header name", name)
+            _check_header_value("a header name in headers", name)
+            if not _TOKEN.fullmatch(name):
+                raise InvalidValueError(
+                    f"headers: {name!r} is not a header name (letters, digits and !#$%&'*+-.^_`|~,"
+                    " with no space or colon)"
+                )
+            if name.lower() in _MANAGED_HEADERS:
+                raise InvalidValueError(
+                    f"headers: {name!r} is the HTTP library's to set, from the body it sends; "
+                    "leave it out"
+                )
             _check_header_value(f"header {name!r}", value)
         object.__setattr__(self, "headers", dict(self.headers))
         origin = f"{parts.scheme}://{parts.netloc}"
@@ -192,9 +202,16 @@ def _check_header_value(what: str, value: object) -> str:
         raise InvalidTypeError(f"{what} must be a string, not {type(value).__name__}")
     if not value.strip():
         raise InvalidValueError(f"{what} is empty")
-    if not value.isascii() or any(char in value for char in "\r\n\0"):
-        raise InvalidValueError(f"{what} must be ASCII with no line breaks")
+    # RFC 9110, section 5.5: visible ASCII, spaces and tabs; no other control character.
+    if not value.isascii() or any((ord(c) < 32 and c != "\t") or c == "\x7f" for c in value):
+        raise InvalidValueError(f"{what} must be printable ASCII, with no line break or control")
     return value
+
+
+# RFC 9110, section 5.6.2: a header name is a token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Set by the HTTP library from what it sends: one given here would contradict it.
+_MANAGED_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection"})
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -211,10 +228,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():  # isdigit() alone takes "²", which float() refuses
-        return float(value)
+        return float(value)  # "9" * 400 is inf: longer than any cap, so not waited for
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year past C's int: Overflow
         return None
     if when.tzinfo is None:
         # The asctime form has no zone; RFC 9110 (section 5.6.7) says every HTTP date is GMT.
@@ -257,8 +274,12 @@ class ResponseReader:
         self._now = now
         self._buffer = bytearray()
         declared = self._headers.get("content-length", "")
-        if self.ok and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-            raise self._too_large(f"it declares {int(declared):,} bytes")
+        if self.ok and declared.isascii() and declared.isdigit():
+            # int() refuses over 4,300 digits (CPython's limit): any 20 digits are too many.
+            if len(declared) >= 20:
+                raise self._too_large(f"it declares a {len(declared)}-digit length")
+            if int(declared) > max_bytes:
+                raise self._too_large(f"it declares {int(declared):,} bytes")
 
     @property
     def ok(self) -> bool:
@@ -362,7 +383,11 @@ class ResponseReader:
             raise self._invalid("an answer with neither content nor refusal", body)
         events: list[Event] = [content] if content.strip() else []
         events.append(
-            FinishReason("refusal" if refusal else "stop", tuple(citations), refusal or None)
+            FinishReason(
+                "refusal" if refusal else "stop",
+                citations=tuple(citations),
+                refusal=refusal or None,
+            )
         )
         return events
 
@@ -376,7 +401,7 @@ class ResponseReader:
         cls = APIStatusError
         if status == 429:
             cls = RateLimitError
-        elif status >= 500:
+        elif 500 <= status < 600:
             cls = InternalServerError
         try:
             phrase = HTTPStatus(status).phrase

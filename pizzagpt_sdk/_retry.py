@@ -76,7 +76,7 @@ def is_retryable(error: Exception) -> bool:
     mistakes, misuse detection, a rejected secret and unreadable answers are not.
     """
     if isinstance(error, APIStatusError):
-        return error.status_code in RETRY_STATUSES or error.status_code >= 500
+        return error.status_code in RETRY_STATUSES or 500 <= error.status_code < 600
     return isinstance(error, APIConnectionError)
 
 

@@ -1,7 +1,8 @@
 """The sans-I/O core: everything the SDK decides, with no I/O, for any HTTP library to drive.
 
-`Client` and `AsyncClient` are thin drivers of this module over httpx. To speak PizzaGPT with
-another HTTP library, build a request, wrap it in a `Call`, and follow its actions:
+`Client` and `AsyncClient` are thin drivers of this module over an engine (httpx by default).
+To speak PizzaGPT with another HTTP library, build a request, wrap it in a `Call`, and follow its
+actions:
 
 ```python
 import http.client, random, time
@@ -35,7 +36,9 @@ from __future__ import annotations
 
 from ._batch import Batch, BatchProgress, RateLimiter
 from ._call import Action, Call, Done, Receive, Send, Sleep, Transcript, collect
+from ._config import DEFAULT_TIMEOUT, CallOptions, Config
 from ._history import History
+from ._models import Timeout
 from ._prompt import Message, Messages, flatten_messages
 from ._protocol import (
     DEFAULT_BASE_URL,
@@ -56,10 +59,13 @@ __all__ = [
     "Batch",
     "BatchProgress",
     "Call",
+    "CallOptions",
+    "Config",
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_SECRET",
+    "DEFAULT_TIMEOUT",
     "DEFAULT_USER_AGENT",
     "Done",
     "ENDPOINT_PATH",
@@ -76,6 +82,7 @@ __all__ = [
     "Send",
     "Settings",
     "Sleep",
+    "Timeout",
     "Transcript",
     "collect",
     "flatten_messages",

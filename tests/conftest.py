@@ -1,4 +1,5 @@
-"""Fixtures shared by the tests: both async backends, and one test body for both clients."""
+"""Fixtures shared by the tests: both async backends, and one test body for both clients and
+every engine that can run in the test's world (`served`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ import pytest
 import respx
 
 from pizzagpt_sdk import Answer, AsyncClient, Client, FinishReason
+from pizzagpt_sdk.testing import FakePizzaGPT, FakeServer
 
 URL = "https://www.pizzagpt.it/api/chatx-completion"
+
+
+def httpx_client_of(client: Client | AsyncClient) -> Any:
+    """The httpx client under an SDK client on the httpx engine: the pool tests inspect it."""
+    assert client.engine == "httpx"
+    return client._engine._http  # type: ignore[union-attr]
 
 
 @pytest.fixture
@@ -26,8 +34,43 @@ def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Every async test runs on asyncio and on trio."""
+    """Every async test runs on asyncio and on trio (but see `pytest_collection_modifyitems`)."""
     return str(request.param)
+
+
+#: (client, engine) for every engine in each world; the async ones on asyncio and trio, but
+#: aiohttp's and curl_cffi's on asyncio only.
+ENGINE_CASES = [
+    "Client-httpx",
+    "Client-httpx2",
+    "Client-curl_cffi",
+    "AsyncClient-httpx",
+    "AsyncClient-httpx2",
+    "AsyncClient-aiohttp",
+    "AsyncClient-curl_cffi",
+]
+ASYNCIO_ONLY = {"aiohttp", "curl_cffi"}
+_LIBRARIES = {"httpx": "httpx", "httpx2": "httpx2", "aiohttp": "aiohttp", "curl_cffi": "curl_cffi"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run each test once where a second run would test nothing new: a blocking client does
+    not care which event loop the test runs in, so it runs on asyncio only; nor can aiohttp's
+    and curl_cffi's engines run on trio, so they are not collected there."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        params = params.params if params is not None else {}
+        case = params.get("make_client") or params.get("make_subject") or ""
+        world, _, engine = str(case).partition("-")
+        on_trio = params.get("anyio_backend") == "trio"
+        if on_trio and (world == "Client" or engine in ASYNCIO_ONLY):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 class Subject:
@@ -39,6 +82,10 @@ class Subject:
 
     async def ask(self, messages: Any, **options: Any) -> Answer:
         result: Answer = await _resolve(self.client.ask(messages, **options))
+        return result
+
+    async def map(self, prompts: Any, **options: Any) -> list[Answer]:
+        result: list[Answer] = await _resolve(self.client.map(prompts, **options))
         return result
 
     async def events(self, messages: Any, **options: Any) -> list[str | FinishReason]:
@@ -76,6 +123,47 @@ async def make_subject(request: pytest.FixtureRequest) -> AsyncIterator[MakeSubj
     yield make
     for subject in made:
         await subject.close()
+
+
+@pytest.fixture
+def served(no_proxy_env: None) -> Iterator[FakeServer]:
+    """The fake PizzaGPT on a real socket on 127.0.0.1; script it with `served_fake`."""
+    with FakeServer(FakePizzaGPT()) as server:
+        yield server
+
+
+@pytest.fixture
+def served_fake(served: FakeServer) -> FakePizzaGPT:
+    """The fake behind `served`, to script and inspect."""
+    return served.fake
+
+
+@pytest.fixture(params=ENGINE_CASES)
+async def make_client(
+    request: pytest.FixtureRequest, served: FakeServer
+) -> AsyncIterator[MakeSubject]:
+    """Build clients of one kind on one engine, for the `served` fake (the test runs once with
+    each kind and engine that can run in its world); closed afterwards."""
+    world, _, engine = str(request.param).partition("-")
+    pytest.importorskip(_LIBRARIES[engine], reason=f"the {engine} engine's extra is not installed")
+    made: list[Subject] = []
+
+    def make(**kwargs: Any) -> Subject:
+        kwargs.setdefault("engine", engine)
+        client = served.client(**kwargs) if world == "Client" else served.async_client(**kwargs)
+        subject = Subject(client)
+        made.append(subject)
+        return subject
+
+    yield make
+    for subject in made:
+        await subject.close()
+
+
+@pytest.fixture
+async def client(make_client: MakeSubject) -> Subject:
+    """A client of each kind on each engine, for the `served` fake, with default settings."""
+    return make_client()
 
 
 @pytest.fixture

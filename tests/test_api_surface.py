@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import subprocess
@@ -29,15 +30,18 @@ from pizzagpt_sdk import (
     InvalidValueError,
     MisuseDetectedError,
     PizzaGPTError,
+    RateLimiter,
     RateLimitError,
     SecretRejectedError,
     Stream,
     UsageError,
     core,
+    engines,
 )
 
 EXPORTED = {
     "DEFAULT_DEADLINE",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_TIMEOUT",
     "APIConnectionError",
     "APIStatusError",
@@ -64,12 +68,13 @@ EXPORTED = {
     "RetryPolicy",
     "SecretRejectedError",
     "Stream",
+    "Timeout",
     "UsageError",
     "__version__",
 }
 
 
-@pytest.mark.parametrize("module", [pizzagpt_sdk, core])
+@pytest.mark.parametrize("module", [pizzagpt_sdk, core, engines])
 def test_all_is_sorted_and_importable(module: object) -> None:
     names = list(module.__all__)  # type: ignore[attr-defined]
     assert names == sorted(names)
@@ -87,6 +92,30 @@ def test_the_exported_names() -> None:
         if name[0] not in "_@" and not inspect.ismodule(value)
     }
     assert public - EXPORTED == {"annotations"}, "a public name is not in __all__"
+    assert set(dir(pizzagpt_sdk)) >= EXPORTED  # the clients too, though loaded on first use
+
+
+@pytest.mark.parametrize(
+    ("module", "unwanted"),
+    [
+        # The core: no HTTP library, no async library, nothing of the drivers or engines.
+        (
+            "pizzagpt_sdk.core",
+            "httpx httpx2 httpcore aiohttp curl_cffi anyio asyncio trio sniffio "
+            "pizzagpt_sdk._client pizzagpt_sdk._async_client pizzagpt_sdk.engines",
+        ),
+        # The package: httpx and anyio when a client is used, but no optional engine.
+        ("pizzagpt_sdk", "httpx2 aiohttp curl_cffi trio pizzagpt_sdk.engines._httpx_pool"),
+        ("pizzagpt_sdk.engines", "httpx2 aiohttp curl_cffi"),
+    ],
+)
+def test_importing_loads_no_library_it_does_not_need(module: str, unwanted: str) -> None:
+    code = f"import sys, {module}\nprint(sorted(sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(ast.literal_eval(result.stdout))
+    assert sorted(loaded & set(unwanted.split())) == []
 
 
 def test_public_values_come_from_the_package_not_private_modules() -> None:
@@ -191,7 +220,30 @@ def test_importing_loads_nothing_a_call_does_not_need() -> None:
 def test_an_answer_renders_as_markdown_in_a_notebook() -> None:
     plain = Answer(text="**Hi**", finish_reason=FinishReason("stop"))
     assert plain._repr_markdown_() == "**Hi**"
-    cited = Answer(text="Yes.", finish_reason=FinishReason("stop", ("https://a.example/1",)))
+    cited = Answer(
+        text="Yes.", finish_reason=FinishReason("stop", citations=("https://a.example/1",))
+    )
     assert cited._repr_markdown_() == "Yes.\n\n**Sources**\n\n1. <https://a.example/1>"
     refused = Answer(text="", finish_reason=FinishReason("refusal", refusal="No."))
     assert refused._repr_markdown_() == "> **Refused:** No."
+
+
+def test_public_values_take_only_their_one_required_field_by_position() -> None:
+    assert FinishReason("stop", citations=("https://a.example/1",)).citations
+    with pytest.raises(TypeError):
+        FinishReason("stop", ("https://a.example/1",))  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Answer("Hi", FinishReason("stop"))  # type: ignore[call-arg]
+
+
+def test_a_rate_limiter_needs_no_clock() -> None:
+    limiter = RateLimiter(60)
+    assert [limiter.reserve(now=100.0), limiter.reserve(now=100.0)] == [0.0, 1.0]
+    with pytest.raises(InvalidValueError, match="give reserve\\(\\) the time"):
+        limiter.reserve()
+
+
+def test_a_conversation_keeps_its_history_private() -> None:
+    for cls in (Conversation, AsyncConversation):
+        public = {name for name in dir(cls) if not name.startswith("_")}
+        assert public == {"ask", "messages", "reset", "stream", "system", "to_messages"}, cls

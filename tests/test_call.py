@@ -30,6 +30,7 @@ from pizzagpt_sdk import (
     SecretRejectedError,
 )
 from pizzagpt_sdk.core import (
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     RETRY_STATUSES,
     Action,
@@ -42,6 +43,7 @@ from pizzagpt_sdk.core import (
     Send,
     Settings,
     Sleep,
+    Timeout,
     Transcript,
     collect,
     is_retryable,
@@ -56,6 +58,14 @@ JSON = (("content-type", "application/json"),)
 NOW = 1_700_000_000.0
 #: The body is fed in chunks of this size.
 CHUNK = 16
+
+
+MAX_BODY = DEFAULT_MAX_RESPONSE_BYTES + 1  # what Send.max_body says by default
+
+
+def capped(remaining: float | None) -> Timeout:
+    """What `Send.timeouts` is for a call made without a timeout: the deadline's remainder."""
+    return Timeout(connect=remaining, read=remaining, write=remaining, pool=remaining)
 
 
 class FakeClock:
@@ -179,7 +189,7 @@ def test_happy_path_action_sequence(clock: FakeClock) -> None:
     assert driver.run() == ANSWER
     # 37 bytes in chunks of 16: three data_received() calls, then body_ended().
     assert driver.actions == [
-        Send(request=REQUEST, timeout=None, attempt=1),
+        Send(request=REQUEST, timeout=None, attempt=1, timeouts=capped(None), max_body=MAX_BODY),
         Receive(),
         Receive(),
         Receive(),
@@ -194,7 +204,9 @@ def test_happy_path_action_sequence(clock: FakeClock) -> None:
 def test_happy_path_step_by_step(clock: FakeClock) -> None:
     call = make_call(clock, deadline=60)
     assert call.attempts == 0
-    assert call.next_action() == Send(request=REQUEST, timeout=60.0, attempt=1)
+    assert call.next_action() == Send(
+        request=REQUEST, timeout=60.0, attempt=1, timeouts=capped(60.0), max_body=MAX_BODY
+    )
     assert call.attempts == 1
     call.response_received(200, [("Content-Type", "application/json")])
     assert call.next_action() == Receive()
@@ -241,9 +253,23 @@ def test_receiving_says_when_the_body_may_be_fed_or_ended(clock: FakeClock) -> N
 def test_send_timeout_is_what_remains_of_the_deadline(
     clock: FakeClock, elapsed: float, timeout: float
 ) -> None:
-    call = make_call(clock, deadline=30)
+    call = make_call(clock, deadline=30, retry_policy=RetryPolicy(backoff_base=0, jitter=0))
+    call.next_action()  # the deadline starts here
     clock.advance(elapsed)
-    assert call.next_action() == Send(request=REQUEST, timeout=timeout, attempt=1)
+    call.transport_failed(ConnectionResetError(), timeout=False)
+    assert call.next_action() == Send(
+        request=REQUEST, timeout=timeout, attempt=2, timeouts=capped(timeout), max_body=MAX_BODY
+    )
+
+
+def test_each_wait_is_capped_by_what_remains(clock: FakeClock) -> None:
+    given = Timeout(connect=10.0, read=120.0, write=None, pool=5.0)
+    call = make_call(clock, deadline=30, timeout=given)
+    assert call.next_action().timeouts == Timeout(  # type: ignore[union-attr]
+        connect=10.0, read=30.0, write=30.0, pool=5.0
+    )
+    call = make_call(clock, deadline=None, timeout=given)
+    assert call.next_action().timeouts is given  # type: ignore[union-attr]
 
 
 def test_send_timeout_is_always_usable_as_a_socket_timeout(clock: FakeClock) -> None:
@@ -261,10 +287,10 @@ def test_send_timeout_is_always_usable_as_a_socket_timeout(clock: FakeClock) -> 
 
 def test_send_timeout_after_a_retry_counts_the_time_spent(clock: FakeClock) -> None:
     driver = drive(clock, [Unreachable(ConnectionResetError(), takes=2.0), Reply()], deadline=30)
-    clock.advance(4.0)
+    clock.advance(4.0)  # before the first step: not counted
     assert driver.run() == ANSWER
-    # 30 - 4 (before) - 2 (first attempt) - 0.4375 (sleep)
-    assert [send.timeout for send in driver.sends] == [26.0, 23.5625]
+    # 30 - 2 (first attempt) - 0.4375 (sleep)
+    assert [send.timeout for send in driver.sends] == [30.0, 27.5625]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,7 +649,9 @@ def test_a_sleep_that_fits_in_the_deadline_is_taken(clock: FakeClock) -> None:
 
 def test_the_deadline_running_out_while_receiving(clock: FakeClock) -> None:
     call = make_call(clock, deadline=5, max_retries=3)
-    assert call.next_action() == Send(request=REQUEST, timeout=5.0, attempt=1)
+    assert call.next_action() == Send(
+        request=REQUEST, timeout=5.0, attempt=1, timeouts=capped(5.0), max_body=MAX_BODY
+    )
     clock.advance(1)
     call.response_received(200, JSON)
     assert call.next_action() == Receive()
@@ -646,18 +674,12 @@ def test_the_deadline_running_out_while_receiving(clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("late", [5.0, 5.5, 100.0])
-def test_a_deadline_gone_before_sending(clock: FakeClock, late: float) -> None:
+def test_the_deadline_starts_at_the_first_step(clock: FakeClock, late: float) -> None:
     call = make_call(clock, deadline=5)
-    clock.advance(late)
-    with pytest.raises(
-        APITimeoutError, match=r"deadline of 5 s ran out after 0 attempt\(s\) to "
-    ) as info:
-        call.next_action()
-    assert info.value.url == URL
-    assert call.attempts == 0
-    with pytest.raises(APITimeoutError):
-        call.next_action()
-    assert call.attempts == 0
+    clock.advance(late)  # a stream made now and iterated later has all of its deadline
+    assert call.next_action() == Send(
+        request=REQUEST, timeout=5.0, attempt=1, timeouts=capped(5.0), max_body=MAX_BODY
+    )
 
 
 def test_a_deadline_gone_after_an_oversleep_chains_the_last_error(clock: FakeClock) -> None:
@@ -820,7 +842,9 @@ def test_a_misplaced_call_changes_nothing(clock: FakeClock, state: str, method: 
         METHODS[method](call)
     # The call goes on as if nothing had happened.
     if state == "ready":
-        assert call.next_action() == Send(request=REQUEST, timeout=None, attempt=1)
+        assert call.next_action() == Send(
+            request=REQUEST, timeout=None, attempt=1, timeouts=capped(None), max_body=MAX_BODY
+        )
     if state in ("ready", "sent"):
         call.response_received(200, JSON)
     assert call.next_action() == Receive()
@@ -840,12 +864,12 @@ def test_a_misplaced_call_changes_nothing(clock: FakeClock, state: str, method: 
     [
         (["Ciao!", FinishReason("stop")], Answer(text="Ciao!", finish_reason=FinishReason("stop"))),
         (
-            ["Ci", "ao", "!", FinishReason("stop", ("https://x",))],
-            Answer(text="Ciao!", finish_reason=FinishReason("stop", ("https://x",))),
+            ["Ci", "ao", "!", FinishReason("stop", citations=("https://x",))],
+            Answer(text="Ciao!", finish_reason=FinishReason("stop", citations=("https://x",))),
         ),
         (
-            [FinishReason("refusal", (), "No.")],
-            Answer(text="", finish_reason=FinishReason("refusal", (), "No.")),
+            [FinishReason("refusal", refusal="No.")],
+            Answer(text="", finish_reason=FinishReason("refusal", refusal="No.")),
         ),
     ],
 )

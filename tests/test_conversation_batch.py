@@ -1,23 +1,19 @@
-"""Conversations and batches, one test body for both clients, on asyncio and trio."""
+"""Conversations and batches over the loopback fake: one test body for both clients and every
+engine that can run in the test's world."""
 
 from __future__ import annotations
 
 import io
-import json
 import sys
 import threading
 import time
 import types
 from typing import Any
 
-import anyio
-import httpx
 import pytest
-import respx
 
 from pizzagpt_sdk import (
     Answer,
-    AsyncClient,
     BatchProgress,
     FinishReason,
     InternalServerError,
@@ -28,55 +24,58 @@ from pizzagpt_sdk import (
     RateLimiter,
 )
 from pizzagpt_sdk.core import Batch
+from pizzagpt_sdk.testing import FakePizzaGPT, FakeServer, Reply
 
 from .conftest import Subject, _resolve
 
 pytestmark = pytest.mark.anyio
 
-
-def echo(request: httpx.Request) -> httpx.Response:
-    question = json.loads(request.content)["question"]
-    if "FAIL" in question:
-        return httpx.Response(500, json={"statusCode": 500, "message": "boom"})
-    return httpx.Response(200, json={"content": f"echo: {question}", "refusal": None})
+#: What the fake answers when nothing is scripted, before the prompt's last question.
+ECHO = "This is the offline PizzaGPT fake, not a model. You asked: "
 
 
-def prompts_sent(api: respx.Route) -> list[str]:
-    return [json.loads(call.request.content)["question"] for call in api.calls]
+def boom() -> Reply:
+    return Reply.status(500, {"statusCode": 500, "message": "boom"})
+
+
+def prompts_sent(fake: FakePizzaGPT) -> list[str | None]:
+    return [request.prompt for request in fake.requests]
 
 
 # Conversations
 
 
-async def test_a_conversation_sends_the_whole_history(subject: Subject, api: respx.Route) -> None:
-    api.side_effect = echo
-    chat = subject.client.conversation(system="Be brief")
+async def test_a_conversation_sends_the_whole_history(
+    client: Subject, served_fake: FakePizzaGPT
+) -> None:
+    served_fake.script(Reply.answer("Hello!"), Reply.answer("Then this."))
+    chat = client.client.conversation(system="Be brief")
     first = await _resolve(chat.ask("Hi"))
     second = await _resolve(chat.ask("And then?"))
-    assert prompts_sent(api) == [
+    assert (first.text, second.text) == ("Hello!", "Then this.")
+    assert prompts_sent(served_fake) == [
         "System: Be brief\nUser: Hi\nAssistant:",
-        "System: Be brief\nUser: Hi\nAssistant: echo: System: Be brief\nUser: Hi\nAssistant:\n"
-        "User: And then?\nAssistant:",
+        "System: Be brief\nUser: Hi\nAssistant: Hello!\nUser: And then?\nAssistant:",
     ]
     assert chat.messages == [
         {"role": "system", "content": "Be brief"},
         {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": first.text},
+        {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "And then?"},
-        {"role": "assistant", "content": second.text},
+        {"role": "assistant", "content": "Then this."},
     ]
 
 
 async def test_a_turn_is_kept_only_when_its_stream_finishes(
-    subject: Subject, api: respx.Route
+    client: Subject, served_fake: FakePizzaGPT
 ) -> None:
-    api.side_effect = [
-        httpx.Response(500),
-        httpx.Response(200, json={"content": "kept"}),
-        httpx.Response(200, json={"content": "abandoned"}),
-        httpx.Response(200, json={"content": "streamed"}),
-    ]
-    chat = subject.client.conversation(messages=[{"role": "user", "content": "earlier"}])
+    served_fake.script(
+        Reply.status(500),
+        Reply.answer("kept"),
+        Reply.answer("abandoned"),
+        Reply.answer("streamed"),
+    )
+    chat = client.client.conversation(messages=[{"role": "user", "content": "earlier"}])
     with pytest.raises(InternalServerError):
         await _resolve(chat.ask("fails", max_retries=0))
     assert chat.to_messages() == [{"role": "user", "content": "earlier"}]
@@ -94,12 +93,13 @@ async def test_a_turn_is_kept_only_when_its_stream_finishes(
         {"role": "user", "content": [{"type": "text", "text": "parts"}]},
         {"role": "assistant", "content": "streamed"},
     ]
+    assert served_fake.calls == 4
 
 
 async def _take(stream: Any, count: int) -> list[Any]:
     """Take `count` events from a stream, then close it."""
     events = []
-    if subject_is_async(stream):
+    if hasattr(stream, "__anext__"):
         async with stream:
             for _ in range(count):
                 events.append(await stream.__anext__())
@@ -109,48 +109,44 @@ async def _take(stream: Any, count: int) -> list[Any]:
     return events
 
 
-def subject_is_async(stream: Any) -> bool:
-    return hasattr(stream, "__anext__")
-
-
 async def test_history_is_editable_resettable_and_convertible(
-    subject: Subject, api: respx.Route
+    client: Subject, served_fake: FakePizzaGPT
 ) -> None:
-    api.side_effect = echo
-    chat = subject.client.conversation(system="S")
+    chat = client.client.conversation(system="S")
     chat.messages.append({"role": "user", "content": "edited in"})
     chat.messages.append({"role": "assistant", "content": "by hand"})
-    await _resolve(chat.ask("Q"))
-    assert (
-        prompts_sent(api)[-1]
-        == "System: S\nUser: edited in\nAssistant: by hand\nUser: Q\nAssistant:"
-    )
+    assert (await _resolve(chat.ask("Q"))).text == f"{ECHO}Q"
+    assert prompts_sent(served_fake) == [
+        "System: S\nUser: edited in\nAssistant: by hand\nUser: Q\nAssistant:"
+    ]
     copy = chat.to_messages()
     copy.clear()
     assert len(chat.messages) == 5
     chat.reset()
     assert chat.messages == [{"role": "system", "content": "S"}]
-    again = subject.client.conversation(messages=chat.to_messages())
+    again = client.client.conversation(messages=chat.to_messages())
     assert again.messages == chat.messages
     assert again.system is None
     with pytest.raises(InvalidTypeError, match="message 0"):
-        subject.client.conversation(messages=["not a mapping"])  # type: ignore[list-item]
+        client.client.conversation(messages=["not a mapping"])  # type: ignore[list-item]
     with pytest.raises(InvalidTypeError, match="system"):
-        subject.client.conversation(system=42)  # type: ignore[arg-type]
+        client.client.conversation(system=42)  # type: ignore[arg-type]
 
 
 # Batches
 
 
-async def test_map_answers_in_order_with_progress(subject: Subject, api: respx.Route) -> None:
-    api.side_effect = echo
+async def test_map_answers_in_order_with_progress(
+    client: Subject, served_fake: FakePizzaGPT
+) -> None:
     progress: list[BatchProgress] = []
     answers = await _resolve(
-        subject.client.map([f"q{n}" for n in range(7)], concurrency=3, on_progress=progress.append)
+        client.client.map([f"q{n}" for n in range(7)], concurrency=3, on_progress=progress.append)
     )
-    assert [answer.text for answer in answers] == [f"echo: q{n}" for n in range(7)]
+    assert [answer.text for answer in answers] == [f"{ECHO}q{n}" for n in range(7)]
     assert [(p.done, p.total, p.failed) for p in progress] == [(n, 7, 0) for n in range(1, 8)]
     assert sorted(p.index for p in progress) == list(range(7))
+    assert served_fake.calls == 7
 
 
 def test_progress_reaches_the_callback_one_report_at_a_time_in_order() -> None:
@@ -189,77 +185,50 @@ def test_progress_reaches_the_callback_one_report_at_a_time_in_order() -> None:
     assert seen == [1, 2]
 
 
-async def test_map_keeps_concurrency_bounded(subject: Subject, api: respx.Route) -> None:
-    """The mock server counts requests in flight; the first three wait for each other."""
+async def test_map_keeps_concurrency_bounded(
+    client: Subject, served: FakeServer, served_fake: FakePizzaGPT
+) -> None:
+    """Every reply takes a while, so calls overlap; HTTP/1.1 carries one request at a time per
+    connection, so the connections the server accepted bound the calls in flight. A pool opens
+    a new one only when all its others are busy: as many as the limit, and no more."""
     limit, total = 3, 9
-    state = {"in_flight": 0, "most": 0}
-    lock = threading.Lock()
-
-    def enter() -> None:
-        with lock:
-            state["in_flight"] += 1
-            state["most"] = max(state["most"], state["in_flight"])
-
-    def leave(request: httpx.Request) -> httpx.Response:
-        with lock:
-            state["in_flight"] -= 1
-        return echo(request)
-
-    if subject.is_async:
-        full = anyio.Event()
-
-        async def async_side_effect(request: httpx.Request) -> httpx.Response:
-            enter()
-            if state["in_flight"] == limit:
-                full.set()
-            with anyio.fail_after(5):
-                await full.wait()
-            return leave(request)
-
-        api.side_effect = async_side_effect
-    else:
-        barrier = threading.Barrier(limit, timeout=5)
-
-        def sync_side_effect(request: httpx.Request) -> httpx.Response:
-            enter()
-            if len(api.calls) <= limit:
-                barrier.wait()  # the first `limit` requests are all in flight at once
-            return leave(request)
-
-        api.side_effect = sync_side_effect
-    answers = await _resolve(subject.client.map([f"q{n}" for n in range(total)], concurrency=limit))
-    assert len(answers) == total
-    assert state["most"] == limit
+    served_fake.script(*[Reply.answer("slow").delay(0.1)] * total)
+    answers = await _resolve(client.client.map([f"q{n}" for n in range(total)], concurrency=limit))
+    assert [answer.text for answer in answers] == ["slow"] * total
+    assert served.connections == limit
 
 
-async def test_map_errors_are_returned_or_raised(subject: Subject, api: respx.Route) -> None:
-    api.side_effect = echo
+async def test_map_errors_are_returned_or_raised(
+    client: Subject, served_fake: FakePizzaGPT
+) -> None:
     prompts = ["a", "FAIL b", "c"]
+    served_fake.script(Reply.answer("A"), boom(), Reply.answer("C"))
     results = await _resolve(
-        subject.client.map(prompts, concurrency=1, return_exceptions=True, max_retries=0)
+        client.client.map(prompts, concurrency=1, return_exceptions=True, max_retries=0)
     )
     assert isinstance(results[0], Answer)
     assert isinstance(results[1], InternalServerError)
     assert isinstance(results[2], Answer)
-    api.reset()
+    assert [result.text for result in (results[0], results[2])] == ["A", "C"]
+    served_fake.script(Reply.answer("A"), boom(), Reply.answer("C"))
     with pytest.raises(InternalServerError, match="boom"):
-        await _resolve(subject.client.map(prompts, concurrency=1, max_retries=0))
-    assert prompts_sent(api) == ["a", "FAIL b"]  # nothing started after the failure
+        await _resolve(client.client.map(prompts, concurrency=1, max_retries=0))
+    assert prompts_sent(served_fake)[3:] == ["a", "FAIL b"]  # nothing started after the failure
 
 
 async def test_map_rate_limit_spaces_requests(
-    subject: Subject, api: respx.Route, sleeps: list[float]
+    client: Subject, served_fake: FakePizzaGPT, sleeps: list[float]
 ) -> None:
-    api.side_effect = echo
     clock = FakeClock()
     limiter = RateLimiter(30, clock=clock)  # one request every 2 s
-    await _resolve(subject.client.map(["a", "b", "c", "d"], concurrency=1, rate_limit=limiter))
+    await _resolve(client.client.map(["a", "b", "c", "d"], concurrency=1, rate_limit=limiter))
     assert sleeps == [2.0, 4.0, 6.0]  # the clock stood still: each waits one more slot
     clock.now += 100
-    await _resolve(subject.client.map(["e"], rate_limit=limiter))
+    await _resolve(client.client.map(["e"], rate_limit=limiter))
     assert sleeps == [2.0, 4.0, 6.0]  # long after: no wait
-    plain = await _resolve(subject.client.map(["f", "g"], rate_limit=6000))
+    plain = await _resolve(client.client.map(["f", "g"], rate_limit=6000))
     assert len(plain) == 2
+    assert served_fake.calls == 7
 
 
 class FakeClock:
@@ -270,44 +239,42 @@ class FakeClock:
         return self.now
 
 
-@pytest.mark.parametrize(
-    ("prompts", "kwargs", "error", "match"),
-    [
-        (["ok", ""], {}, InvalidValueError, r"prompts\[1\]"),
-        (["ok", [{"role": 1, "content": "x"}]], {}, InvalidTypeError, r"prompts\[1\]"),
-        ("one string", {}, InvalidTypeError, "not one string"),
-        (["ok"], {"concurrency": 0}, InvalidValueError, "concurrency"),
-        (["ok"], {"concurrency": "4"}, InvalidTypeError, "concurrency"),
-        (["ok"], {"rate_limit": -1}, InvalidValueError, "rate limit"),
-        (["ok"], {"rate_limit": "fast"}, InvalidTypeError, "rate limit"),
-        (["ok"], {"temperature": 1}, InvalidTypeError, "temperature"),
-    ],
-)
+BAD_BATCHES: list[tuple[Any, dict[str, Any], type[PizzaGPTError], str]] = [
+    (["ok", ""], {}, InvalidValueError, r"prompts\[1\]"),
+    (["ok", [{"role": 1, "content": "x"}]], {}, InvalidTypeError, r"prompts\[1\]"),
+    ("one string", {}, InvalidTypeError, "not one string"),
+    (["ok"], {"concurrency": 0}, InvalidValueError, "concurrency"),
+    (["ok"], {"concurrency": "4"}, InvalidTypeError, "concurrency"),
+    (["ok"], {"rate_limit": -1}, InvalidValueError, "rate limit"),
+    (["ok"], {"rate_limit": "fast"}, InvalidTypeError, "rate limit"),
+    (["ok"], {"temperature": 1}, InvalidTypeError, "temperature"),
+]
+
+
 async def test_map_refuses_bad_input_before_sending(
-    subject: Subject,
-    api: respx.Route,
-    prompts: Any,
-    kwargs: dict[str, Any],
-    error: type[PizzaGPTError],
-    match: str,
+    client: Subject, served_fake: FakePizzaGPT, subtests: pytest.Subtests
 ) -> None:
-    with pytest.raises(error, match=match):
-        await _resolve(subject.client.map(prompts, **kwargs))
-    assert api.call_count == 0
+    """The cases run as subtests of one test per engine: a client and a server for each case
+    would cost far more than the case itself."""
+    for prompts, kwargs, error, match in BAD_BATCHES:
+        with subtests.test(msg=f"{prompts!r} {kwargs!r}"):
+            with pytest.raises(error, match=match):
+                await _resolve(client.client.map(prompts, **kwargs))
+            assert served_fake.calls == 0
 
 
-async def test_map_of_nothing_is_empty(subject: Subject, api: respx.Route) -> None:
-    assert await _resolve(subject.client.map([])) == []
-    assert isinstance(subject.client, AsyncClient) is subject.is_async
+async def test_map_of_nothing_is_empty(client: Subject, served_fake: FakePizzaGPT) -> None:
+    assert await _resolve(client.client.map([])) == []
+    assert served_fake.calls == 0
 
 
-async def test_a_progress_bar_draws_the_batch(subject: Subject, api: respx.Route) -> None:
-    api.side_effect = echo
+async def test_a_progress_bar_draws_the_batch(client: Subject, served_fake: FakePizzaGPT) -> None:
+    served_fake.script(boom())  # whichever prompt comes first fails
     out = io.StringIO()
     with ProgressBar(file=out, use_tqdm=False) as bar:
         await _resolve(
-            subject.client.map(
-                ["a", "FAIL", "c"], return_exceptions=True, on_progress=bar, max_retries=0
+            client.client.map(
+                ["a", "b", "c"], return_exceptions=True, on_progress=bar, max_retries=0
             )
         )
     drawn = out.getvalue()

@@ -226,7 +226,7 @@ def test_a_503_with_retry_after_zero_is_retried_over_real_sockets(server: Runnin
         Canned(body=b'{"content": "Eccomi", "refusal": null, "citations": ["https://x.test"]}'),
     )
     call = make_call(server.base_url, max_retries=1)
-    assert drive(call) == ["Eccomi", FinishReason("stop", ("https://x.test",))]
+    assert drive(call) == ["Eccomi", FinishReason("stop", citations=("https://x.test",))]
     assert call.attempts == 2
     assert [received.body for received in server.server.received] == [b'{"question": "Hi"}'] * 2
 

@@ -21,9 +21,13 @@ NOT_LOADED = [
     "pizzagpt_sdk.testing",  # the fake and its pytest plugin: tests only
     "pizzagpt_sdk._cli",  # the `pizzagpt` command
     "pizzagpt_sdk.__main__",
-    "pizzagpt_sdk.aiohttp",  # the fast engine, opt-in
+    "pizzagpt_sdk.engines._httpx2",  # the engines beside the default: opt-in
+    "pizzagpt_sdk.engines._aiohttp",
+    "pizzagpt_sdk.engines._curl_cffi",
     "argparse",  # the CLI's
-    "aiohttp",  # the fast engine's, an optional extra
+    "httpx2",  # the optional engines' libraries, each an extra
+    "aiohttp",
+    "curl_cffi",
     "pydantic",
     "trio",  # anyio imports a backend only when it runs one
     "pytest",
@@ -61,7 +65,10 @@ def loaded_by(statement: str) -> tuple[set[str], set[str]]:
 
 @pytest.fixture(scope="module")
 def sdk_modules() -> tuple[set[str], set[str]]:
-    return loaded_by("import pizzagpt_sdk")
+    # With the clients, which the package imports on first use, and the default engine.
+    return loaded_by(
+        "from pizzagpt_sdk import AsyncClient, Client\nimport pizzagpt_sdk.engines._httpx"
+    )
 
 
 @pytest.mark.parametrize("module", NOT_LOADED)
@@ -91,21 +98,21 @@ def test_importing_the_sdk_loads_little_beyond_httpx_and_anyio(
 
 def test_the_core_and_the_testing_kit_stay_apart() -> None:
     _, loaded = loaded_by("import pizzagpt_sdk.core")
-    assert not {"pizzagpt_sdk.testing", "pizzagpt_sdk._cli", "pizzagpt_sdk.aiohttp"} & loaded
+    assert not {"pizzagpt_sdk.testing", "pizzagpt_sdk._cli", "pizzagpt_sdk.engines"} & loaded
 
 
-def test_the_fast_engine_without_its_extra_says_how_to_install_it() -> None:
-    code = "import sys\nsys.modules['aiohttp'] = None\nimport pizzagpt_sdk.aiohttp"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+ENGINE_LIBRARIES = {"httpx2": "httpx2", "aiohttp": "aiohttp", "curl_cffi": "curl_cffi"}
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINE_LIBRARIES))
+def test_an_engine_loads_its_library_and_no_other_engines(engine: str) -> None:
+    pytest.importorskip(ENGINE_LIBRARIES[engine])
+    _, loaded = loaded_by(
+        "import asyncio, pizzagpt_sdk\n"
+        f"client = pizzagpt_sdk.AsyncClient(base_url='http://127.0.0.1', engine={engine!r})\n"
+        "asyncio.run(client.aclose())"
     )
-    assert result.returncode != 0
-    assert "ImportError" in result.stderr
-    assert "pip install 'pizzagpt-sdk[aiohttp]'" in result.stderr
-
-
-def test_the_fast_engine_loads_aiohttp_and_nothing_heavier() -> None:
-    pytest.importorskip("aiohttp")
-    _, loaded = loaded_by("import pizzagpt_sdk.aiohttp")
-    assert "aiohttp" in loaded
-    assert not {"pydantic", "trio", "pizzagpt_sdk.testing", "pizzagpt_sdk._cli"} & loaded
+    assert ENGINE_LIBRARIES[engine] in loaded
+    others = {library for name, library in ENGINE_LIBRARIES.items() if name != engine}
+    # (httpx2's pool imports trio when it is installed, to tell which loop runs: its choice.)
+    assert not (others | {"pydantic", "pizzagpt_sdk.testing", "pizzagpt_sdk._cli"}) & loaded

@@ -11,8 +11,9 @@ import pytest
 
 from pizzagpt_sdk import AsyncClient, Client
 from pizzagpt_sdk._call import Call
-from pizzagpt_sdk._pool import POOL_SIZE, SpreadTransport
+from pizzagpt_sdk.engines._httpx_pool import POOL_SIZE, SpreadTransport
 from pizzagpt_sdk.testing import FakePizzaGPT, Reply
+from tests.conftest import httpx_client_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_proxy_env")]
 
@@ -201,15 +202,15 @@ async def test_asyncclient_uses_small_pools_unless_a_proxy_applies(
 ) -> None:
     monkeypatch.setenv("NO_PROXY", "example.com")  # not a proxy
     async with AsyncClient() as client:
-        assert isinstance(client._http._transport, SpreadTransport)
+        assert isinstance(httpx_client_of(client)._transport, SpreadTransport)
     with Client() as sync_client:  # threads do not gain from it (docs/performance.md)
-        assert isinstance(sync_client._http._transport, httpx.HTTPTransport)
+        assert isinstance(httpx_client_of(sync_client)._transport, httpx.HTTPTransport)
     async with AsyncClient(proxy="http://127.0.0.1:9") as client:
-        assert isinstance(client._http._transport, httpx.AsyncHTTPTransport)
+        assert isinstance(httpx_client_of(client)._transport, httpx.AsyncHTTPTransport)
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     async with AsyncClient() as client:  # httpx's own pool, which applies the environment's
-        assert isinstance(client._http._transport, httpx.AsyncHTTPTransport)
-        assert "https://" in [pattern.pattern for pattern in client._http._mounts]
+        assert isinstance(httpx_client_of(client)._transport, httpx.AsyncHTTPTransport)
+        assert "https://" in [pattern.pattern for pattern in httpx_client_of(client)._mounts]
 
 
 async def test_many_calls_at_once_over_loopback_spread_and_keep_their_connections() -> None:
@@ -221,7 +222,7 @@ async def test_many_calls_at_once_over_loopback_spread_and_keep_their_connection
             fake.script(*[Reply.answer("x").delay(0.2)] * calls)
             answers = await client.map(["hi"] * calls, concurrency=calls)
             assert [answer.text for answer in answers] == ["x"] * calls
-        transport = client._http._transport
+        transport = httpx_client_of(client)._transport
         assert isinstance(transport, SpreadTransport)
         assert len(transport._pools) == 7  # six full pools and one with the last call
         assert transport._busy == [0] * 7
@@ -251,6 +252,6 @@ async def test_a_call_failing_mid_body_as_its_scope_is_cancelled_frees_its_place
                 async for _ in stream:
                     pass
         assert outer.cancelled_caught
-        transport = client._http._transport
+        transport = httpx_client_of(client)._transport
         assert isinstance(transport, SpreadTransport)
         assert transport._busy == [0]

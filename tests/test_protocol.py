@@ -18,7 +18,10 @@ from typing import Any
 import pytest
 
 from pizzagpt_sdk import (
+    APIConnectionError,
     APIStatusError,
+    APITimeoutError,
+    ClientClosedError,
     FinishReason,
     InternalServerError,
     InvalidResponseError,
@@ -40,6 +43,7 @@ from pizzagpt_sdk.core import (
     ResponseReader,
     Settings,
     flatten_messages,
+    is_retryable,
     parse_retry_after,
 )
 
@@ -291,27 +295,33 @@ BAD_SETTINGS_VALUES = [
     ("base_url", "http:///path", r"URL with a host"),
     ("base_url", "https://www.pizzagpt.it/?lang=en", r"must not have a query or a fragment"),
     ("base_url", "https://www.pizzagpt.it/#chat", r"must not have a query or a fragment"),
-    ("base_url", "https://www.pizzagpt.it\r\nx-evil: 1", r"base_url must be ASCII with no line"),
-    ("base_url", "https://www.pizzagpt.it/\n", r"base_url must be ASCII with no line breaks"),
-    ("base_url", "https://pizzagpt.ït", r"base_url must be ASCII"),
+    ("base_url", "https://www.pizzagpt.it\r\nx-evil: 1", r"base_url must be printable ASCII"),
+    ("base_url", "https://www.pizzagpt.it/\n", r"base_url must be printable ASCII"),
+    ("base_url", "https://pizzagpt.ït", r"base_url must be printable ASCII"),
     ("base_url", "", r"base_url is empty"),
     ("base_url", "  ", r"base_url is empty"),
     ("secret", "", r"secret is empty"),
     ("secret", " \t", r"secret is empty"),
-    ("secret", "Mari\nnara", r"secret must be ASCII with no line breaks"),
-    ("secret", "Mari\rnara", r"secret must be ASCII with no line breaks"),
-    ("secret", "Mari\x00nara", r"secret must be ASCII with no line breaks"),
-    ("secret", "Marinarà", r"secret must be ASCII"),
+    ("secret", "Mari\nnara", r"secret must be printable ASCII"),
+    ("secret", "Mari\rnara", r"secret must be printable ASCII"),
+    ("secret", "Mari\x00nara", r"secret must be printable ASCII"),
+    ("secret", "Marinarà", r"secret must be printable ASCII"),
     ("user_agent", "", r"user_agent is empty"),
-    ("user_agent", "ua\r\n", r"user_agent must be ASCII with no line breaks"),
-    ("user_agent", "ü", r"user_agent must be ASCII"),
-    ("headers", {"": "1"}, r"a header name is empty"),
-    ("headers", {"x-a\r\nx-b": "1"}, r"a header name must be ASCII with no line breaks"),
-    ("headers", {"x-ä": "1"}, r"a header name must be ASCII"),
+    ("user_agent", "ua\r\n", r"user_agent must be printable ASCII"),
+    ("user_agent", "ü", r"user_agent must be printable ASCII"),
+    ("headers", {"": "1"}, r"a header name in headers is empty"),
+    ("headers", {"x-a\r\nx-b": "1"}, r"a header name in headers must be printable ASCII"),
+    ("headers", {"x-ä": "1"}, r"a header name in headers must be printable ASCII"),
     ("headers", {"x-a": ""}, r"header 'x-a' is empty"),
-    ("headers", {"x-a": "1\r\nx-b: 2"}, r"header 'x-a' must be ASCII with no line breaks"),
-    ("headers", {"x-a": "\x00"}, r"header 'x-a' must be ASCII with no line breaks"),
-    ("headers", {"x-a": "café"}, r"header 'x-a' must be ASCII"),
+    ("headers", {"x-a": "1\r\nx-b: 2"}, r"header 'x-a' must be printable ASCII"),
+    ("headers", {"x-a": "\x00"}, r"header 'x-a' must be printable ASCII"),
+    ("headers", {"x-a": "café"}, r"header 'x-a' must be printable ASCII"),
+    ("secret", "Mari\x01nara", r"secret must be printable ASCII"),  # any control character
+    ("secret", "Mari\x7fnara", r"secret must be printable ASCII"),
+    ("headers", {"x a": "1"}, r"headers: 'x a' is not a header name .*no space or colon"),
+    ("headers", {"x:a": "1"}, r"headers: 'x:a' is not a header name"),
+    ("headers", {"Content-Length": "5"}, r"headers: 'Content-Length' is the HTTP library's"),
+    ("headers", {"transfer-encoding": "chunked"}, r"headers: 'transfer-encoding' is the HTTP"),
 ]
 # ...or a TypeError.
 BAD_SETTINGS_TYPES = [
@@ -323,8 +333,8 @@ BAD_SETTINGS_TYPES = [
     ("user_agent", 1.0, r"user_agent must be a string, not float"),
     ("headers", [("x-a", "1")], r"headers must be a mapping, not list"),
     ("headers", None, r"headers must be a mapping, not NoneType"),
-    ("headers", {1: "x"}, r"a header name must be a string, not int"),
-    ("headers", {b"x-a": "1"}, r"a header name must be a string, not bytes"),
+    ("headers", {1: "x"}, r"a header name in headers must be a string, not int"),
+    ("headers", {b"x-a": "1"}, r"a header name in headers must be a string, not bytes"),
     ("headers", {"x-a": 1}, r"header 'x-a' must be a string, not int"),
     ("headers", {"x-a": None}, r"header 'x-a' must be a string, not NoneType"),
 ]
@@ -570,7 +580,10 @@ SUCCESS_CASES = [
                     "citations": ["https://a.example/1", "https://b.example/2"],
                 }
             ),
-            ["Answer", FinishReason("stop", ("https://a.example/1", "https://b.example/2"))],
+            [
+                "Answer",
+                FinishReason("stop", citations=("https://a.example/1", "https://b.example/2")),
+            ],
         ),
         id="citations",
     ),
@@ -603,7 +616,7 @@ SUCCESS_CASES = [
                     "extra": True,
                 }
             ),
-            ["Hi", FinishReason("stop", ("https://c.example",))],
+            ["Hi", FinishReason("stop", citations=("https://c.example",))],
         ),
         id="older-shape-citations",
     ),
@@ -621,36 +634,36 @@ SUCCESS_CASES = [
     pytest.param(
         Case(
             doc({"content": None, "refusal": "I can't help with that."}),
-            [FinishReason("refusal", (), "I can't help with that.")],
+            [FinishReason("refusal", refusal="I can't help with that.")],
         ),
         id="refusal",
     ),
     pytest.param(
-        Case(doc({"content": "", "refusal": "No."}), [FinishReason("refusal", (), "No.")]),
+        Case(doc({"content": "", "refusal": "No."}), [FinishReason("refusal", refusal="No.")]),
         id="refusal-empty-content",
     ),
     pytest.param(
-        Case(doc({"content": " \n", "refusal": "No."}), [FinishReason("refusal", (), "No.")]),
+        Case(doc({"content": " \n", "refusal": "No."}), [FinishReason("refusal", refusal="No.")]),
         id="refusal-blank-content",
     ),
     pytest.param(
         Case(
             doc({"refusal": "No.", "citations": ["https://d.example"]}),
-            [FinishReason("refusal", ("https://d.example",), "No.")],
+            [FinishReason("refusal", citations=("https://d.example",), refusal="No.")],
         ),
         id="refusal-no-content-key",
     ),
     pytest.param(
         Case(
             doc({"content": "Sorry.", "refusal": "No."}),
-            ["Sorry.", FinishReason("refusal", (), "No.")],
+            ["Sorry.", FinishReason("refusal", refusal="No.")],
         ),
         id="refusal-with-content",
     ),
     pytest.param(
         Case(
             doc({"answer": {"content": None, "refusal": "No."}}),
-            [FinishReason("refusal", (), "No.")],
+            [FinishReason("refusal", refusal="No.")],
         ),
         id="refusal-older-shape",
     ),
@@ -1314,3 +1327,67 @@ def test_reader_errors_have_no_context_chained() -> None:
     assert isinstance(error, InvalidResponseError)
     assert error.__cause__ is None
     assert error.__suppress_context__
+
+
+# Hostile values that once escaped the error tree (issue 12)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Mon, 01 Jan 99999999999 00:00:00 GMT", None),  # OverflowError in the date's parser
+        ("Mon, 01 Jan 10000 00:00:00 GMT", None),
+        ("9" * 400, float("inf")),  # longer than any cap: not waited for
+    ],
+)
+def test_a_retry_after_out_of_any_range_is_read_without_raising(
+    value: str, expected: float | None
+) -> None:
+    assert parse_retry_after(value, now=0.0) == expected
+
+
+def test_a_content_length_of_thousands_of_digits_is_too_large_not_a_crash() -> None:
+    with pytest.raises(InvalidResponseError, match="5000-digit length"):
+        ResponseReader(
+            url="https://x.test/", status_code=200, headers=[("content-length", "9" * 5000)],
+            max_bytes=1024, now=0.0,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(599, "InternalServerError"), (999, "APIStatusError")]
+)
+def test_only_5xx_statuses_are_server_errors(status: int, error: str) -> None:
+    reader = ResponseReader(
+        url="https://x.test/", status_code=status, headers=[], max_bytes=1024, now=0.0
+    )
+    reader.feed(b"{}")
+    with pytest.raises(APIStatusError) as caught:
+        reader.end()
+    assert type(caught.value).__name__ == error
+    assert is_retryable(caught.value) is (status < 600)
+
+
+ERRORS = [
+    InvalidValueError("bad"),
+    ClientClosedError("closed"),
+    APIConnectionError("down", url="https://x.test/"),
+    APITimeoutError("slow", url="https://x.test/"),
+    APIStatusError("no", url="https://x.test/", status_code=418, body="tea", retry_after=2.0),
+    RateLimitError("wait", url="https://x.test/", status_code=429, body="", retry_after=None),
+    InternalServerError("oops", url="https://x.test/", status_code=503, body="down"),
+    InvalidResponseError("html", url="https://x.test/", status_code=200, body="<html>"),
+    SecretRejectedError("secret", url="https://x.test/", status_code=200, body="Invalid"),
+    MisuseDetectedError("misuse", url="https://x.test/", status_code=200, body="", content="M"),
+]
+
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda error: type(error).__name__)
+def test_every_error_pickles_and_copies_with_its_attributes(error: PizzaGPTError) -> None:
+    import copy
+    import pickle
+
+    for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error), copy.deepcopy(error)):
+        assert type(clone) is type(error)
+        assert (clone.args, vars(clone)) == (error.args, vars(error))
+        assert str(clone) == str(error)

@@ -13,14 +13,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import re
 import signal
 import socket
 import ssl
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -49,9 +45,10 @@ from pizzagpt_sdk import (
     RetryPolicy,
     SecretRejectedError,
 )
-from pizzagpt_sdk._pool import SpreadTransport
 from pizzagpt_sdk._protocol import DEFAULT_MAX_RESPONSE_BYTES
+from pizzagpt_sdk.engines._httpx_pool import SpreadTransport
 from pizzagpt_sdk.testing import FakePizzaGPT, Reply
+from tests.conftest import httpx_client_of
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -103,7 +100,7 @@ async def close(client: Client | AsyncClient) -> None:
 
 def connections_in_use(client: Client | AsyncClient) -> list[str]:
     """What the client's pool still holds for a request: busy connections and waiting requests."""
-    transport = client._http._transport
+    transport = httpx_client_of(client)._transport
     if isinstance(transport, SpreadTransport):  # AsyncClient's small pools
         # Each pool's count of open responses must be back to zero, as its connections are.
         counted = [
@@ -384,7 +381,7 @@ FAULTS: dict[str, Fault] = {
 def test_the_default_response_limit_is_a_few_mib() -> None:
     assert MiB <= LIMIT <= 16 * MiB
     with Client(transport=httpx.MockTransport(lambda request: httpx.Response(500))) as client:
-        assert client._max_response_bytes == LIMIT
+        assert client._config.max_response_bytes == LIMIT
 
 
 @pytest.fixture(params=["Client", "AsyncClient"])
@@ -635,71 +632,12 @@ def test_ctrl_c_anywhere_in_a_sync_call_leaves_nothing_in_use(point: str) -> Non
     gc.collect()
 
 
-# os.fork(): the child never uses the parent's pooled connections.
-
-FORK_SCRIPT = textwrap.dedent(
-    """
-    import os
-    import sys
-
-    from pizzagpt_sdk import Client
-
-    # No transport and no http_client: the SDK's own pool, which it replaces after a fork.
-    client = Client(base_url=sys.argv[1], secret=sys.argv[2], timeout=10)
-    parents_pool = client._http
-    client.ask("parent, before the fork")  # one connection, now idle in the pool
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            client.ask("child")
-            code = 0 if client._http is not parents_pool else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, status
-    client.ask("parent, after the fork")
-    assert client._http is parents_pool
-    client.close()
-    print("forked")
-    """
-)
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
-def test_a_forked_child_opens_its_own_connection_and_the_parent_keeps_its_own() -> None:
-    fake = FakePizzaGPT(secret=SECRET)
-    # The script forks in a fresh, single-threaded interpreter: forking pytest, which runs the
-    # server's threads, would warn on Python 3.12+.
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env["NO_PROXY"] = "127.0.0.1"
-    with fake.serve() as server:
-        result = subprocess.run(
-            [sys.executable, "-c", FORK_SCRIPT, server.url, SECRET],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == "forked"
-        # The parent's first call opened one connection; the child's call opened a second (it
-        # would still be one had the child reused the parent's socket); the parent's last call
-        # reused its own (three otherwise).
-        assert server.connections == 2
-    assert [r.prompt for r in fake.requests] == [
-        "parent, before the fork",
-        "child",
-        "parent, after the fork",
-    ]
-
-
 # TLS: the SDK's own clients verify certificates and host names, with no network.
 
 
 def ssl_contexts(client: Client | AsyncClient) -> list[ssl.SSLContext]:
     """The TLS contexts of the client's transport and of every proxy mount."""
-    transports = [client._http._transport, *client._http._mounts.values()]
+    transports = [httpx_client_of(client)._transport, *httpx_client_of(client)._mounts.values()]
     contexts = []
     for transport in transports:
         if isinstance(transport, SpreadTransport):  # AsyncClient's: each small pool it makes
@@ -728,7 +666,7 @@ async def test_the_sdks_own_pool_verifies_tls_by_default(
             assert context.check_hostname
             assert context.cert_store_stats()["x509_ca"] > 0  # a CA bundle is loaded
         if proxy is not None:
-            [(pattern, _)] = client._http._mounts.items()
+            [(pattern, _)] = httpx_client_of(client)._mounts.items()
             assert pattern.pattern == "https://"
     finally:
         await close(client)

@@ -8,6 +8,7 @@ real service does, records it, and picks the reply. `_transport.py` (in-process)
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -186,14 +187,17 @@ class FakePizzaGPT:
         kwargs.setdefault("secret", self._secret)
         return AsyncClient(transport=self.transport(), **kwargs)
 
-    def serve(self) -> FakeServer:
+    def serve(self, *, ssl_context: ssl.SSLContext | None = None) -> FakeServer:
         """A real HTTP/1.1 server on 127.0.0.1, answering from this fake; start it with `with`.
+
+        Args:
+            ssl_context: A server-side TLS context, to serve `https://` (see `FakeServer`).
 
         Returns:
             The server, not yet started: `with fake.serve() as server:` starts it on a free
             port and stops it at the end of the block.
         """
-        return FakeServer(self)
+        return FakeServer(self, ssl_context=ssl_context)
 
     @asynccontextmanager
     async def serve_async(self) -> AsyncIterator[FakeServer]:

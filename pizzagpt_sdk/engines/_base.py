@@ -1,0 +1,213 @@
+"""The seam between the drive loops and an HTTP library: an engine sends, a response is read.
+
+An engine decides nothing. It opens a request with the method, URL, headers, body and per-wait
+timeouts it is given, hands back the status, the headers and the raw body chunk by chunk, closes,
+and translates its library's errors into `TransportError` in one place (`raise … from exc`).
+The drive loops in `_client.py` and `_async_client.py` do the rest, with the core.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pizzagpt_sdk._exceptions import UsageError
+
+if TYPE_CHECKING:
+    from pizzagpt_sdk._config import Config
+    from pizzagpt_sdk._models import Timeout
+    from pizzagpt_sdk._protocol import Request
+
+__all__ = [
+    "AsyncEngine",
+    "AsyncResponse",
+    "Engine",
+    "Response",
+    "TransportError",
+]
+
+
+#: The pools a child process inherited from its parent through `os.fork()`, kept referenced and
+#: never closed: the child makes a pool of its own, and collecting the parent's there could shut
+#: the sockets the two processes share (a TLS close, a `shutdown()`), under the parent's calls.
+_PARENTS_POOLS: list[object] = []
+
+
+class TransportError(Exception):
+    """A request could not be sent, or its body could not be read.
+
+    The HTTP library's own exception is the `__cause__`; the SDK turns this into
+    `APIConnectionError` (or `APITimeoutError`), retried as the policy says.
+
+    Args:
+        message: What happened.
+        timeout: Whether a wait ran out.
+    """
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_transport_error, (str(self), self.timeout))
+
+
+def _rebuild_transport_error(message: str, timeout: bool) -> TransportError:
+    return TransportError(message, timeout=timeout)
+
+
+class Response(abc.ABC):
+    """A response whose status line and headers have arrived, its body still to read."""
+
+    #: The HTTP status code.
+    status_code: int
+    #: The headers as (name, value) pairs, in order.
+    headers: Sequence[tuple[str, str]]
+
+    @abc.abstractmethod
+    def read(self) -> bytes:
+        """The next chunk of the body, as it arrived (decompressed); `b""` at its end.
+
+        Raises:
+            TransportError: The body could not be read.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the response: a connection whose body was read to the end goes back to the
+        pool, any other is closed. Never raises."""
+
+
+class AsyncResponse(abc.ABC):
+    """`Response`, for async code."""
+
+    status_code: int
+    headers: Sequence[tuple[str, str]]
+
+    @abc.abstractmethod
+    async def aread(self) -> bytes:
+        """The next chunk of the body; `b""` at its end.
+
+        Raises:
+            TransportError: The body could not be read.
+        """
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the response, as `Response.close()` does."""
+
+
+class _Pooled:
+    """What every engine of the SDK's has: a pool it owns, or the caller's HTTP client."""
+
+    #: The engine's name, as `engine=` takes it.
+    name: str = ""
+    _owns: bool = True
+
+    @classmethod
+    def from_config(cls, config: Config, *, http_client: Any = None, **more: Any) -> Any:
+        """The engine for a client's configuration: the caller's own HTTP client as it is, or
+        a pool of the engine's own with the client's TLS, proxy and connection limit."""
+        make: Any = cls  # each engine's own constructor takes these arguments
+        if http_client is not None:
+            return make(http_client=http_client)
+        return make(
+            verify=config.verify,
+            proxy=config.proxy,
+            max_connections=config.max_connections,
+            tls=config.https,
+            **more,
+        )
+
+    @property
+    def owns_pool(self) -> bool:
+        """Whether closing the pool is the engine's job (not so for a caller's HTTP client)."""
+        return self._owns
+
+
+class Engine(_Pooled, abc.ABC):
+    """A blocking engine: one connection pool of one HTTP library, for `Client`."""
+
+    @abc.abstractmethod
+    def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
+        """Send `request`, no single wait longer than `timeout` says; return once the status
+        line and headers have arrived. An engine whose library reads the whole body before
+        handing it over stops reading past `max_body` bytes (the call refuses such a body).
+
+        Raises:
+            TransportError: The request could not be sent, or no response arrived.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the pool (never an HTTP client the caller passed in)."""
+
+    @property
+    @abc.abstractmethod
+    def is_closed(self) -> bool:
+        """Whether `close()` has been called (or the caller's own HTTP client is closed)."""
+
+
+class AsyncEngine(_Pooled, abc.ABC):
+    """An async engine: one connection pool of one HTTP library, for `AsyncClient`."""
+
+    @abc.abstractmethod
+    async def send(
+        self, request: Request, timeout: Timeout, max_body: int | None = None
+    ) -> AsyncResponse:
+        """As `Engine.send()`."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """As `Engine.close()`."""
+
+    @property
+    @abc.abstractmethod
+    def is_closed(self) -> bool:
+        """As `Engine.is_closed`."""
+
+    _asyncio_only = False
+    _loop: object = None
+    _loop_pid = 0
+
+    def check_runnable(self) -> None:
+        """Raise `UsageError` when this engine cannot run here: an asyncio-only engine under
+        trio, or an event loop other than the one the engine first ran in, whose sockets its
+        pool holds (each `asyncio.run()` starts a new loop). Called when the client is built
+        and on each request; outside any event loop it passes."""
+        library, loop = _running_loop()
+        if library == "trio" and self._asyncio_only:
+            raise UsageError(
+                f"the {self.name} engine runs on asyncio only, and this is trio: "
+                "use engine='httpx' or engine='httpx2'"
+            )
+        if loop is None:
+            return
+        if self._loop is None or self._loop_pid != os.getpid():  # a forked child: its own loop
+            self._loop, self._loop_pid = loop, os.getpid()
+        elif loop is not self._loop:
+            raise UsageError(
+                "this AsyncClient's connections belong to the event loop it first ran in, and "
+                "this is another one (each asyncio.run() starts a new loop): make one "
+                "AsyncClient per event loop, or run your calls in one loop"
+            )
+
+
+def _running_loop() -> tuple[str | None, object]:
+    """The async library running in this thread, and its loop (asyncio's) or run (trio's)."""
+    import asyncio
+    import sys
+
+    try:
+        return "asyncio", asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")  # loaded if trio runs: its program imported it
+    if trio is not None:
+        try:
+            return "trio", trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+    return None, None

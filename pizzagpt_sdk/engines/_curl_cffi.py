@@ -1,0 +1,258 @@
+"""The curl_cffi engine: blocking and asyncio, with a browser's TLS and HTTP/2 fingerprint.
+
+A service behind Cloudflare can block clients by their TLS fingerprint: gpt4free's users met
+those 403 pages for years. curl_cffi speaks as a browser does (`impersonate="chrome"`, the
+default here). The extra `impersonate` installs it.
+
+curl_cffi's streaming mode is not used: its blocking one copies the curl handle for each request
+(a new connection, and a TLS handshake, per call), its timeouts are whole seconds of low speed
+(a server that sends nothing for minutes was not stopped by a 0.2 s timeout), and it buffers
+the whole body anyway. So a request runs to its end in one `perform()`, bounded by one total
+timeout, and its body arrives through a callback that stops the transfer once it holds more
+than the call accepts (`Send.max_body`): memory stays bounded, and the core refuses the answer.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from curl_cffi import requests as curl_requests
+from curl_cffi.curl import CURL_WRITEFUNC_ERROR, CurlError
+
+from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError
+
+from ._base import (
+    _PARENTS_POOLS,
+    AsyncEngine,
+    AsyncResponse,
+    Engine,
+    Response,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from pizzagpt_sdk._models import Timeout
+    from pizzagpt_sdk._protocol import Request
+
+__all__ = ["AsyncCurlCffiEngine", "CurlCffiEngine"]
+
+#: The browser the engine speaks as, unless told otherwise (curl_cffi's newest Chrome).
+DEFAULT_IMPERSONATE = "chrome"
+
+
+class _CurlBase:
+    name = "curl_cffi"
+    _async = False
+
+    def __init__(
+        self,
+        *,
+        impersonate: str | None = DEFAULT_IMPERSONATE,
+        verify: bool | str | ssl.SSLContext = True,
+        proxy: str | None = None,
+        max_connections: int = 100,
+        tls: bool = True,
+        trust_env: bool = True,
+        http_client: Any = None,
+    ) -> None:
+        del tls  # curl builds its TLS state itself, per connection
+        session_class = curl_requests.AsyncSession if self._async else curl_requests.Session
+        if http_client is not None and not isinstance(http_client, session_class):
+            raise InvalidTypeError(
+                f"http_client must be a curl_cffi.requests.{session_class.__name__}, "
+                f"not {type(http_client).__name__}"
+            )
+        if isinstance(verify, ssl.SSLContext):
+            raise InvalidValueError(
+                "the curl_cffi engine takes verify=True, False or a CA bundle's path, "
+                "not an ssl.SSLContext"
+            )
+        if proxy is not None and not isinstance(proxy, str):
+            raise InvalidTypeError(f"proxy must be a URL string, not {type(proxy).__name__}")
+        if impersonate is not None and not isinstance(impersonate, str):
+            raise InvalidTypeError(
+                f"impersonate must be a browser's name like 'chrome', not {impersonate!r}"
+            )
+        self._options: dict[str, Any] = {
+            "impersonate": impersonate,
+            "verify": verify,
+            "proxy": proxy,
+            "trust_env": trust_env,
+        }
+        if self._async:
+            self._options["max_clients"] = max_connections
+        self._owns = http_client is None
+        self._pid = os.getpid()
+        self._http: Any = http_client if http_client is not None else self._new_http()
+        self._closed = False
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed or bool(getattr(self._http, "_closed", False))
+
+    def _new_http(self) -> Any:
+        session_class = curl_requests.AsyncSession if self._async else curl_requests.Session
+        return session_class(**self._options)
+
+    def _session(self) -> Any:
+        if self._owns and self._pid != os.getpid():
+            # After os.fork() the curl handles hold the parent's sockets: a new session.
+            self._pid = os.getpid()
+            _PARENTS_POOLS.append(self._http)
+            self._http = self._new_http()
+        return self._http
+
+    def _arguments(self, request: Request, timeout: Timeout, body: _Body) -> dict[str, Any]:
+        # One total timeout for the whole exchange (connect included): the read timeout, which
+        # the core has already capped by what is left of the deadline; the connect one within it.
+        total = timeout.read if timeout.read is not None else timeout.connect
+        limit: Any = None
+        if total is not None:
+            connect = total if timeout.connect is None else min(timeout.connect, total)
+            limit = (connect, total - connect)
+        return {
+            "headers": dict(request.headers),
+            "data": request.body,
+            "timeout": limit,
+            "content_callback": body.write,
+            "allow_redirects": False,  # as httpx: a redirect is an answer, not followed
+        }
+
+
+class _Body:
+    """The body's chunks as curl delivers them, up to `limit` bytes; then the transfer stops."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+        self.limit = limit
+        self.cut = False
+        self.failure: CurlError | None = None
+
+    def write(self, chunk: bytes) -> int:
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        if self.limit is not None and self.size > self.limit:
+            self.cut = True
+            return CURL_WRITEFUNC_ERROR
+        return len(chunk)
+
+    def read(self) -> bytes:
+        if self.chunks:
+            return self.chunks.popleft()
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise _error(failure) from failure
+        return b""
+
+
+def _received(body: _Body, exc: CurlError) -> Any:
+    """The response of a transfer that failed once its headers had arrived (the body's limit
+    stopped it, or the body broke off: then reading the body raises), or `None`."""
+    response = getattr(exc, "response", None)
+    if response is None or not getattr(response, "status_code", 0):
+        return None
+    if not body.cut:
+        body.failure = exc
+    return response
+
+
+class CurlCffiEngine(_CurlBase, Engine):
+    """The blocking engine over a `curl_cffi.requests.Session`, speaking as a browser does.
+
+    Args:
+        impersonate: The browser to speak as (curl_cffi's names: `"chrome"`, `"safari"`,
+            `"firefox"`, …), or `None` for curl's own fingerprint.
+        verify: `True` to verify TLS, `False` not to, or a CA bundle's path.
+        proxy: A proxy URL.
+        max_connections: The most connections the async pool keeps (curl handles).
+        tls: Accepted for symmetry with the other engines; curl needs no TLS context built.
+        trust_env: Use the environment's proxy variables (`HTTPS_PROXY`, `NO_PROXY`, …), as
+            httpx does.
+        http_client: Your own `curl_cffi.requests.Session` (or `AsyncSession` for the async
+            engine), used as it is and never closed by the SDK.
+    """
+
+    def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
+        body = _Body(max_body)
+        try:
+            response = self._session().request(
+                request.method, request.url, **self._arguments(request, timeout, body)
+            )
+        except CurlError as exc:
+            response = _received(body, exc)
+            if response is None:
+                raise _error(exc) from exc
+        return _CurlResponse(response, body)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._owns:
+            self._http.close()
+
+
+class _CurlResponse(Response):
+    def __init__(self, response: Any, body: _Body) -> None:
+        self.status_code = response.status_code
+        self.headers = list(response.headers.multi_items())
+        self._body = body
+
+    def read(self) -> bytes:
+        return self._body.read()
+
+    def close(self) -> None:
+        self._body.chunks.clear()
+
+
+class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
+    """The async engine over a `curl_cffi.requests.AsyncSession`, on asyncio only; the
+    arguments are `CurlCffiEngine`'s."""
+
+    _async = True
+
+    _asyncio_only = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.check_runnable()  # before curl_cffi's session, which needs asyncio
+        super().__init__(**kwargs)
+
+    async def send(
+        self, request: Request, timeout: Timeout, max_body: int | None = None
+    ) -> AsyncResponse:
+        self.check_runnable()
+        body = _Body(max_body)
+        try:
+            response = await self._session().request(
+                request.method, request.url, **self._arguments(request, timeout, body)
+            )
+        except CurlError as exc:
+            response = _received(body, exc)
+            if response is None:
+                raise _error(exc) from exc
+        return _AsyncCurlResponse(response, body)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._owns:
+            await self._http.close()
+
+
+class _AsyncCurlResponse(AsyncResponse):
+    def __init__(self, response: Any, body: _Body) -> None:
+        self.status_code = response.status_code
+        self.headers = list(response.headers.multi_items())
+        self._body = body
+
+    async def aread(self) -> bytes:
+        return self._body.read()
+
+    async def aclose(self) -> None:
+        self._body.chunks.clear()
+
+
+def _error(exc: CurlError) -> TransportError:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return TransportError(text, timeout=isinstance(exc, curl_requests.exceptions.Timeout))

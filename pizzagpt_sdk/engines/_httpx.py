@@ -1,0 +1,335 @@
+"""The httpx engine (the default), blocking and async; `_httpx2.py` runs the same code on httpx2.
+
+The async engine over httpx itself splits its pool into small ones (`_httpx_pool.py`), to dodge
+httpcore 1.0.9's pool bookkeeping; httpx2's pool needs no such thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+
+from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError
+
+from ._base import _PARENTS_POOLS, AsyncEngine, AsyncResponse, Engine, Response, TransportError
+
+if TYPE_CHECKING:
+    from pizzagpt_sdk._models import Timeout
+    from pizzagpt_sdk._protocol import Request
+
+__all__ = ["AsyncHttpxEngine", "HttpxEngine"]
+
+# httpx's default: a connection idle for longer is closed, not reused.
+_KEEPALIVE_EXPIRY = 5.0
+
+
+class _HttpxBase:
+    """What both worlds share: building the pool and the request. No I/O."""
+
+    name = "httpx"
+    _module: ModuleType = httpx
+    _async = False
+
+    def __init__(
+        self,
+        *,
+        verify: bool | str | ssl.SSLContext = True,
+        proxy: Any = None,
+        max_connections: int = 100,
+        tls: bool = True,
+        http_client: Any = None,
+        transport: Any = None,
+    ) -> None:
+        module = self._module
+        client_class = module.AsyncClient if self._async else module.Client
+        transport_class = module.AsyncBaseTransport if self._async else module.BaseTransport
+        if http_client is not None and not isinstance(http_client, client_class):
+            raise InvalidTypeError(
+                f"http_client must be an {module.__name__}.{client_class.__name__}, "
+                f"not {type(http_client).__name__}"
+            )
+        if transport is not None and not isinstance(transport, transport_class):
+            raise InvalidTypeError(
+                f"transport must be an {module.__name__}.{transport_class.__name__}, "
+                f"not {type(transport).__name__}"
+            )
+        if http_client is not None and transport is not None:
+            raise InvalidValueError("give the transport to your own http_client, not to the SDK")
+        if transport is not None and proxy is not None:
+            raise InvalidValueError("give the proxy to your transport, not to the SDK")
+        self._verify = _ssl_context(module, verify) if tls else verify
+        self._proxy = proxy
+        self._max_connections = max_connections
+        self._transport = transport
+        self._owns = http_client is None
+        self._pid = os.getpid()
+        self._http: Any = http_client if http_client is not None else self._new_http()
+        self._closed = False
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed or bool(self._http.is_closed)
+
+    def _new_http(self) -> Any:
+        module = self._module
+        limits = module.Limits(
+            max_connections=self._max_connections,
+            max_keepalive_connections=self._max_connections,
+            keepalive_expiry=_KEEPALIVE_EXPIRY,
+        )
+        client_class = module.AsyncClient if self._async else module.Client
+        if self._transport is not None:
+            return client_class(transport=self._transport)
+        return client_class(proxy=self._proxy, verify=self._verify, limits=limits)
+
+    def _build(self, request: Request, timeout: Timeout) -> Any:
+        if self._owns and self._pid != os.getpid() and self._transport is None:
+            # After os.fork() the pooled connections are the parent's sockets: a child that used
+            # them would interleave its bytes with the parent's. Start a fresh pool, and leave
+            # the parent's alone (closing it here could shut the parent's TLS sessions down).
+            self._pid = os.getpid()
+            _PARENTS_POOLS.append(self._http)
+            self._http = self._new_http()
+        url, headers = _target(self._module, request.url, request.headers)
+        built = self._http.build_request(
+            request.method,
+            url,
+            headers=headers,
+            content=request.body,
+            timeout=self._module.Timeout(
+                connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
+            ),
+        )
+        # httpx sends a bytes body through an async generator, left suspended when a write fails
+        # (a server that hangs up): trio warns when it is collected (encode/httpx#3686).
+        built.stream = _body_class(self._module)(request.body)
+        return built
+
+    def _error(self, exc: Exception) -> TransportError:
+        return TransportError(str(exc), timeout=isinstance(exc, self._module.TimeoutException))
+
+
+class HttpxEngine(_HttpxBase, Engine):
+    """The blocking engine over an `httpx.Client`, the default.
+
+    Args:
+        verify: `True` to verify TLS with the default CA bundle, `False` not to, a CA bundle's
+            path, or an `ssl.SSLContext`.
+        proxy: A proxy URL for the engine's own pool (or an `httpx.Proxy`).
+        max_connections: The most connections the pool keeps open (and alive).
+        tls: Whether to build a TLS context (only needed for `https://` base URLs).
+        http_client: Your own `httpx.Client`, used as it is and never closed by the SDK.
+        transport: An httpx transport for the engine's own pool (`MockTransport`, the fake's
+            `FakeTransport`, an `HTTPTransport` with options); used as it is, also after
+            `os.fork()`. Environment proxies do not apply to it.
+    """
+
+    def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
+        built = self._build(request, timeout)
+        try:
+            response = self._http.send(built, stream=True)
+        except self._module.RequestError as exc:
+            raise self._error(exc) from exc
+        return _HttpxResponse(self, response)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._owns:
+            self._http.close()
+
+
+class _HttpxResponse(Response):
+    def __init__(self, engine: HttpxEngine, response: Any) -> None:
+        self._engine = engine
+        self._response = response
+        self.status_code = response.status_code
+        self.headers = response.headers.multi_items()
+        self._chunks: Iterator[bytes] | None = response.iter_bytes()
+
+    def read(self) -> bytes:
+        if self._chunks is None:
+            return b""
+        try:
+            return next(self._chunks, b"")
+        except self._engine._module.RequestError as exc:
+            self._chunks = None
+            raise self._engine._error(exc) from exc
+
+    def close(self) -> None:
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            # Closing the outermost generator is enough: a sync generator left suspended inside
+            # it is closed when collected, silently (unlike async ones: see `_AsyncHttpxResponse`).
+            chunks.close()  # type: ignore[attr-defined]
+        self._response.close()
+
+
+class AsyncHttpxEngine(_HttpxBase, AsyncEngine):
+    """The async engine over an `httpx.AsyncClient`, the default, on asyncio and trio.
+
+    Its own pool is httpx's, split into small pools (see `_httpx_pool.py`); with a proxy, given
+    or from the environment, it keeps httpx's single pool, because only httpx's own transport
+    applies environment proxies. The arguments are `HttpxEngine`'s, with an `httpx.AsyncClient`
+    and an async transport.
+    """
+
+    _async = True
+
+    def _new_http(self) -> Any:
+        from urllib.request import getproxies  # httpx has imported it already
+
+        if (
+            self._module is httpx
+            and self._transport is None
+            and self._proxy is None
+            and getproxies().keys() <= {"no"}
+        ):
+            from ._httpx_pool import POOL_SIZE, SpreadTransport
+
+            # Pools of equal size that hold exactly max_connections: 4 each where it divides.
+            size = next(n for n in range(POOL_SIZE, 0, -1) if self._max_connections % n == 0)
+            limits = httpx.Limits(
+                max_connections=size,
+                max_keepalive_connections=size,
+                keepalive_expiry=_KEEPALIVE_EXPIRY,
+            )
+            verify = self._verify
+            transport = SpreadTransport(
+                lambda: httpx.AsyncHTTPTransport(verify=verify, limits=limits),
+                pools=self._max_connections // size,
+                per_pool=size,
+                idle_expiry=_KEEPALIVE_EXPIRY,
+            )
+            return httpx.AsyncClient(transport=transport)
+        return super()._new_http()
+
+    async def send(
+        self, request: Request, timeout: Timeout, max_body: int | None = None
+    ) -> AsyncResponse:
+        self.check_runnable()
+        built = self._build(request, timeout)
+        try:
+            response = await self._http.send(built, stream=True)
+        except self._module.RequestError as exc:
+            raise self._error(exc) from exc
+        return _AsyncHttpxResponse(self, response)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._owns:
+            await self._http.aclose()
+
+
+class _AsyncHttpxResponse(AsyncResponse):
+    def __init__(self, engine: AsyncHttpxEngine, response: Any) -> None:
+        self._engine = engine
+        self._response = response
+        self.status_code = response.status_code
+        self.headers = response.headers.multi_items()
+        self._chunks: AsyncIterator[bytes] | None = response.aiter_bytes()
+
+    async def aread(self) -> bytes:
+        if self._chunks is None:
+            return b""
+        try:
+            return await anext(self._chunks, b"")
+        except self._engine._module.RequestError as exc:
+            self._chunks = None
+            raise self._engine._error(exc) from exc
+
+    async def aclose(self) -> None:
+        chunks, self._chunks = self._chunks, None
+        try:
+            if chunks is not None:
+                await _abandon(chunks, self._engine._module.HTTPError)
+        finally:
+            # Also when the caller's scope was cancelled during _abandon: the response must be
+            # closed, and closing it first frees its place in the pool, before any await.
+            await self._response.aclose()
+
+
+async def _abandon(chunks: AsyncIterator[bytes], errors: type[Exception]) -> None:
+    """Finish a body iterator given up mid-body, leaving none of httpx's generators suspended.
+
+    httpx reads a body through nested async generators. Closing the outermost one leaves the
+    inner ones suspended, and trio warns about each when it is collected (encode/httpx#3686).
+    Resumed in a cancelled scope, the innermost read raises instead, which unwinds every one of
+    them and closes the connection (its body was not read to the end: it cannot be reused).
+    Chunks already buffered are passed over on the way: at most what one read returned.
+    """
+    with anyio.CancelScope() as scope, contextlib.suppress(errors):
+        scope.cancel()
+        while await anext(chunks, None) is not None:
+            pass
+
+
+@functools.cache
+def _default_context(module: ModuleType) -> ssl.SSLContext:
+    """One TLS context for all the engines of a library: building one loads the CA bundle,
+    which costs about 100 ms, far more than the rest of a client. Verification stays on."""
+    context: ssl.SSLContext = module.create_ssl_context()
+    return context
+
+
+def _ssl_context(module: ModuleType, verify: object) -> Any:
+    """`verify` as the library takes it, built now: a bad CA bundle fails here, not mid-call."""
+    if verify is True:
+        return _default_context(module)
+    if isinstance(verify, str):
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidValueError(
+                f"verify: cannot load the CA bundle {verify!r} ({exc})"
+            ) from exc
+    return verify
+
+
+@functools.lru_cache(maxsize=64)
+def _target(module: ModuleType, url: str, headers: tuple[tuple[str, str], ...]) -> tuple[Any, Any]:
+    """The library's URL and headers for the core's, parsed once: parsing them is about a third
+    of building an httpx request (benchmarks/). httpx copies the headers and never changes these."""
+    return module.URL(url), module.Headers(headers)
+
+
+class _Body:
+    """A request body of one chunk, iterated without a generator (see `_HttpxBase._build`)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter((self._body,))
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _OneChunk(self._body)
+
+
+@functools.cache
+def _body_class(module: ModuleType) -> type[_Body]:
+    """`_Body` as the library's own byte stream (its transports check the type)."""
+    return type("_Body", (_Body, module.SyncByteStream, module.AsyncByteStream), {})
+
+
+class _OneChunk:
+    """An async iterator over one chunk: a plain object, so nothing is left to finalize."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body
+
+    def __aiter__(self) -> _OneChunk:
+        return self
+
+    async def __anext__(self) -> bytes:
+        body, self._body = self._body, None
+        if body is None:
+            raise StopAsyncIteration
+        return body

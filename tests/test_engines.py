@@ -1,0 +1,536 @@
+"""What every engine must do over real sockets, each test run on every engine of each world.
+
+tests/test_clients.py holds the protocol's behaviours (answers, errors, retries); this file the
+transport's: connections kept and dropped, timeouts, TLS, the library's errors as causes,
+forks, and choosing an engine. The server is the testing kit's `FakeServer` on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from pizzagpt_sdk import (
+    APIConnectionError,
+    APITimeoutError,
+    AsyncClient,
+    Client,
+    InternalServerError,
+    InvalidResponseError,
+    InvalidTypeError,
+    InvalidValueError,
+    RetryPolicy,
+    UsageError,
+)
+from pizzagpt_sdk.engines import AsyncEngine, Engine, TransportError
+from pizzagpt_sdk.testing import FakePizzaGPT, FakeServer, Reply
+
+from .conftest import MakeSubject, Subject
+
+pytestmark = pytest.mark.anyio
+
+NO_JITTER = RetryPolicy(jitter=0)
+LIBRARIES = {"httpx": "httpx", "httpx2": "httpx2", "aiohttp": "aiohttp", "curl_cffi": "curl_cffi"}
+# What a call may take beyond its timeout or deadline on a busy 2-core machine.
+SLACK = 1.5
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def library_of(error: BaseException | None) -> str:
+    """The top-level module of an exception's class: which library raised it."""
+    assert error is not None
+    return type(error).__module__.split(".")[0]
+
+
+def expected_library(subject: Subject) -> set[str]:
+    """Where the engine's errors may come from: its library, or asyncio's and the OS's, which
+    aiohttp lets through for timeouts and torn-down sockets."""
+    library = LIBRARIES[subject.client.engine]
+    return {library, "asyncio", "builtins"} if library == "aiohttp" else {library}
+
+
+# Connections
+
+
+async def test_one_connection_serves_call_after_call(client: Subject, served: FakeServer) -> None:
+    for n in range(5):
+        assert (await client.ask(f"Hi {n}")).text.endswith(f"Hi {n}")
+    assert served.connections == 1  # kept alive and reused: not one per call
+
+
+async def test_concurrent_calls_share_the_pool(client: Subject, served: FakeServer) -> None:
+    answers = await client.map([f"Hi {n}" for n in range(8)], concurrency=4)
+    assert [answer.text.rsplit(" ", 1)[-1] for answer in answers] == [str(n) for n in range(8)]
+    assert served.connections <= 4
+
+
+async def test_max_connections_bounds_the_pool(
+    make_client: MakeSubject, served: FakeServer, served_fake: FakePizzaGPT
+) -> None:
+    client = make_client(max_connections=2)
+    if client.client.engine == "curl_cffi" and not client.is_async:
+        pytest.skip("curl_cffi's blocking session keeps a curl handle per thread, not a pool")
+    served_fake.script(*[Reply.answer("ok").delay(0.05)] * 6)
+    assert len(await client.map(["Hi"] * 6, concurrency=6)) == 6
+    assert served.connections <= 2
+
+
+async def test_a_body_over_the_limit_is_refused_and_its_connection_dropped(
+    make_client: MakeSubject, served: FakeServer, served_fake: FakePizzaGPT
+) -> None:
+    client = make_client(max_response_bytes=2048)
+    # Beyond what any engine reads past the limit, so that every one gives up mid-body.
+    served_fake.script(Reply.answer("x" * 200_000).trickle(10_000, interval=0.001))
+    with pytest.raises(InvalidResponseError, match="max_response_bytes"):
+        await client.ask("Hi")
+    assert (await client.ask("Hi")).text  # on a fresh connection: the broken one was closed
+    assert served.connections == 2
+
+
+async def test_an_error_body_is_read_no_further_than_needed(
+    client: Subject, served_fake: FakePizzaGPT, sleeps: list[float]
+) -> None:
+    served_fake.script(Reply.status(503, "overloaded " * 8000), Reply.answer("at last"))
+    assert (await client.ask("Hi")).text == "at last"  # the 88 kB error body was cut short
+    assert len(sleeps) == 1
+
+
+async def test_a_stream_closed_early_frees_its_connection(
+    client: Subject, served_fake: FakePizzaGPT
+) -> None:
+    served_fake.script(Reply.answer("slowly " * 50).trickle(16, interval=0.01))
+    stream = client.client.stream("Hi")
+    if isinstance(stream, Iterator):
+        with stream:
+            next(stream)
+    else:
+        async with stream:
+            await stream.__anext__()
+    for _ in range(3):  # had the connection stayed busy, a small pool would run dry
+        assert (await client.ask("Hi")).text
+
+
+async def test_a_cancelled_call_drops_its_connection(
+    make_client: MakeSubject, served: FakeServer, served_fake: FakePizzaGPT
+) -> None:
+    client = make_client()
+    if not client.is_async:
+        pytest.skip("a blocking call cannot be cancelled")
+    served_fake.script(Reply.answer("slowly " * 50).trickle(16, interval=0.02))
+    with anyio.move_on_after(0.1) as scope:
+        await client.ask("Hi")  # cancelled mid-body
+    assert scope.cancelled_caught
+    assert (await client.ask("Hi")).text  # on a new connection: the half-read one was closed
+    assert served.connections == 2
+
+
+# Failures: the library's own error is the cause
+
+
+async def test_a_refused_connection_is_retried_then_raised_with_the_cause(
+    make_client: MakeSubject, refused_url: str, sleeps: list[float]
+) -> None:
+    client = make_client(base_url=refused_url, retry_policy=NO_JITTER)
+    with pytest.raises(APIConnectionError, match="could not reach") as caught:
+        await client.ask("Hi")
+    assert type(caught.value) is APIConnectionError
+    assert library_of(caught.value.__cause__) in expected_library(client)
+    assert not isinstance(caught.value.__cause__, TransportError)
+    assert caught.value.url == f"{refused_url}/api/chatx-completion"
+    assert sleeps == [0.5, 1.0]
+
+
+async def test_a_read_timeout_is_an_api_timeout_error(
+    make_client: MakeSubject, served_fake: FakePizzaGPT, sleeps: list[float]
+) -> None:
+    client = make_client(timeout=0.2, retry_policy=NO_JITTER)
+    served_fake.script(*[Reply.answer("late").delay(5)] * 2)
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError, match="timed out") as caught:
+        await client.ask("Hi", max_retries=1)
+    assert time.monotonic() - started < 0.4 + SLACK
+    assert library_of(caught.value.__cause__) in expected_library(client)
+    assert (served_fake.calls, sleeps) == (2, [0.5])
+
+
+async def test_the_deadline_and_a_per_call_timeout_cap_every_wait(
+    make_client: MakeSubject, served_fake: FakePizzaGPT
+) -> None:
+    client = make_client(timeout=100.0)
+    served_fake.script(*[Reply.answer("late").delay(5)] * 2)
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError):
+        await client.ask("Hi", deadline=0.3)
+    with pytest.raises(APITimeoutError):
+        await client.ask("Hi", timeout=0.2, deadline=None, max_retries=0)
+    assert time.monotonic() - started < 0.5 + 2 * SLACK
+
+
+async def test_the_deadline_starts_when_the_stream_is_first_iterated(
+    client: Subject, served_fake: FakePizzaGPT
+) -> None:
+    served_fake.script(Reply.answer("on time").delay(0.1))
+    stream = client.client.stream("Hi", deadline=0.8)
+    await anyio.sleep(1.0)  # longer than the deadline, before the first step
+    events = list(stream) if isinstance(stream, Iterator) else [e async for e in stream]
+    assert events[0] == "on time"
+
+
+async def test_a_connection_broken_mid_body_is_retried_then_raised_with_the_cause(
+    client: Subject, served_fake: FakePizzaGPT, sleeps: list[float]
+) -> None:
+    served_fake.script(Reply.answer("first try " * 20).close_mid_body(), Reply.answer("again"))
+    assert (await client.ask("Hi")).text == "again"
+    assert len(sleeps) == 1
+    served_fake.script(Reply.answer("first try " * 20).close_mid_body())
+    with pytest.raises(APIConnectionError, match="broke before the answer") as caught:
+        await client.ask("Hi", max_retries=0)
+    assert library_of(caught.value.__cause__) in expected_library(client)
+
+
+async def test_a_server_error_is_retried_on_a_kept_connection(
+    client: Subject, served: FakeServer, served_fake: FakePizzaGPT, sleeps: list[float]
+) -> None:
+    served_fake.script(Reply.status(500), Reply.answer("fine"))
+    assert (await client.ask("Hi")).text == "fine"
+    assert (len(sleeps), served.connections) == (1, 1)
+    served_fake.script(*[Reply.status(500)] * 3)
+    with pytest.raises(InternalServerError):
+        await client.ask("Hi")
+
+
+# TLS
+
+
+@pytest.fixture(scope="module")
+def test_ca() -> Any:
+    """A certificate authority of our own, and a certificate it issued for 127.0.0.1."""
+    trustme = pytest.importorskip("trustme")
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_served(test_ca: Any, no_proxy_env: None, tmp_path: Any) -> Iterator[tuple[FakeServer, str]]:
+    """The fake over TLS on 127.0.0.1, and the path of the CA bundle that verifies it."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    test_ca.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    test_ca.cert_pem.write_to_path(str(bundle))
+    with FakeServer(FakePizzaGPT(), ssl_context=context) as server:
+        yield server, str(bundle)
+
+
+def tls_client(make_client: MakeSubject, server: FakeServer, **options: Any) -> Subject:
+    # Not served's: make_client's clients default to `served`, over plain HTTP.
+    return make_client(base_url=server.url, **options)
+
+
+async def test_a_ca_bundle_verifies_the_server_and_one_handshake_serves_every_call(
+    make_client: MakeSubject, tls_served: tuple[FakeServer, str]
+) -> None:
+    server, bundle = tls_served
+    client = tls_client(make_client, server, verify=bundle)
+    for _ in range(20):
+        assert (await client.ask("Hi")).text
+    assert server.connections == 1  # one TLS handshake for 20 calls
+
+
+async def test_an_unknown_certificate_is_refused_unless_told_not_to_verify(
+    make_client: MakeSubject, tls_served: tuple[FakeServer, str]
+) -> None:
+    server, _ = tls_served
+    refusing = tls_client(make_client, server, max_retries=0)
+    with pytest.raises(APIConnectionError, match="could not reach") as caught:
+        await refusing.ask("Hi")
+    assert "CERTIFICATE" in str(caught.value).upper()
+    trusting = tls_client(make_client, server, verify=False)
+    assert (await trusting.ask("Hi")).text
+
+
+async def test_an_ssl_context_is_taken_where_the_library_takes_one(
+    make_client: MakeSubject, tls_served: tuple[FakeServer, str], request: pytest.FixtureRequest
+) -> None:
+    server, bundle = tls_served
+    context = ssl.create_default_context(cafile=bundle)
+    if request.node.callspec.params["make_client"].endswith("curl_cffi"):
+        with pytest.raises(InvalidValueError, match="curl_cffi engine takes verify=True, False or"):
+            tls_client(make_client, server, verify=context)
+        return
+    assert (await tls_client(make_client, server, verify=context).ask("Hi")).text
+
+
+def test_a_missing_ca_bundle_is_refused_when_the_client_is_built(tmp_path: Any) -> None:
+    with pytest.raises(InvalidValueError, match="CA bundle"):
+        Client(verify=str(tmp_path / "missing.pem"))
+
+
+# os.fork(): the child never uses the parent's pooled connections.
+
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    import os
+    import sys
+
+    from pizzagpt_sdk import AsyncClient, Client
+
+    world, engine, url = sys.argv[1:]
+
+
+    def fork_and_wait(child):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                child()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+
+
+    if world == "Client":
+        client = Client(base_url=url, engine=engine, timeout=10)
+        client.ask("parent, before the fork")  # one connection, now idle in the pool
+        fork_and_wait(lambda: client.ask("child"))
+        client.ask("parent, after the fork")
+        client.close()
+    else:  # the parent keeps its event loop; the child runs one of its own
+        client = AsyncClient(base_url=url, engine=engine, timeout=10)
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(client.ask("parent, before the fork"))
+        fork_and_wait(lambda: asyncio.run(client.ask("child")))
+        loop.run_until_complete(client.ask("parent, after the fork"))
+        loop.run_until_complete(client.aclose())
+        loop.close()
+    print("forked")
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+@pytest.mark.parametrize(
+    ("world", "engine"),
+    [
+        ("Client", "httpx"),
+        ("Client", "httpx2"),
+        ("Client", "curl_cffi"),
+        ("AsyncClient", "httpx2"),
+        ("AsyncClient", "aiohttp"),
+    ],
+)
+def test_a_forked_child_opens_its_own_connection_and_the_parent_keeps_its_own(
+    world: str, engine: str
+) -> None:
+    pytest.importorskip(LIBRARIES[engine])
+    fake = FakePizzaGPT()
+    # The script forks in a fresh, single-threaded interpreter: forking pytest, which runs the
+    # server's threads, would warn on Python 3.12+.
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["NO_PROXY"] = "127.0.0.1"
+    with fake.serve() as server:
+        result = subprocess.run(
+            [sys.executable, "-c", FORK_SCRIPT, world, engine, server.url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "forked"
+        # The parent's first call opened one connection; the child's call opened a second (it
+        # would still be one had the child reused the parent's socket); the parent's last call
+        # reused its own (three otherwise).
+        assert server.connections == 2
+    assert [r.prompt for r in fake.requests] == [
+        "parent, before the fork",
+        "child",
+        "parent, after the fork",
+    ]
+
+
+# Choosing an engine
+
+
+def test_the_engine_is_chosen_by_name_or_by_the_http_client() -> None:
+    with Client() as client:
+        assert client.engine == "httpx"
+    httpx2 = pytest.importorskip("httpx2")
+    with Client(engine="httpx2") as client:
+        assert (client.engine, repr(client)) == (
+            "httpx2",
+            "Client(base_url='https://www.pizzagpt.it', engine='httpx2')",
+        )
+    with httpx2.Client() as own:
+        with Client(http_client=own) as client:
+            assert client.engine == "httpx2"
+        assert not own.is_closed  # never closed by the SDK
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"engine": "requests"}, InvalidValueError, r"engine must be one of \['aiohttp'"),
+        ({"engine": 3}, InvalidTypeError, "engine must be one of"),
+        ({"engine": "aiohttp"}, UsageError, "async only: use it with AsyncClient"),
+        ({"http_client": object()}, InvalidTypeError, "httpx, httpx2, aiohttp or curl_cffi"),
+        ({"engine": "curl_cffi", "transport": object()}, InvalidValueError, "httpx engines"),
+    ],
+)
+def test_a_bad_engine_is_refused_when_the_client_is_built(
+    kwargs: dict[str, Any], error: type[UsageError], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        Client(**kwargs)
+
+
+def test_an_engine_of_the_other_world_is_refused() -> None:
+    from pizzagpt_sdk.engines import AsyncHttpxEngine, HttpxEngine
+
+    asynchronous = AsyncHttpxEngine(tls=False)
+    with pytest.raises(InvalidTypeError, match="async engine: give it to AsyncClient"):
+        Client(engine=asynchronous)  # type: ignore[arg-type]
+    anyio.run(asynchronous.aclose)
+    blocking = HttpxEngine(tls=False)
+    with pytest.raises(InvalidTypeError, match="blocking engine: give it to Client"):
+        AsyncClient(engine=blocking)  # type: ignore[arg-type]
+    blocking.close()
+
+
+def test_an_engine_object_carries_its_own_settings(served: FakeServer) -> None:
+    pytest.importorskip("curl_cffi")
+    from pizzagpt_sdk.engines import CurlCffiEngine
+
+    engine = CurlCffiEngine(impersonate="safari", trust_env=False)
+    assert isinstance(engine, Engine)
+    with Client(base_url=served.url, engine=engine) as client:
+        assert client.engine == "curl_cffi"
+        assert client.ask("Hi").text
+        with pytest.raises(InvalidValueError, match="to your engine"):
+            Client(engine=engine, http_client=object())
+    user_agent = served.fake.requests[-1].headers["user-agent"]
+    assert "Chrome" in user_agent  # the protocol's own headers win over the browser's
+
+
+@pytest.mark.parametrize("engine", ["aiohttp", "curl_cffi"])
+def test_an_asyncio_only_engine_says_so_under_trio(engine: str) -> None:
+    pytest.importorskip(LIBRARIES[engine])
+    trio = pytest.importorskip("trio")
+
+    async def built_inside() -> None:
+        AsyncClient(engine=engine)
+
+    made_outside = AsyncClient(base_url="http://127.0.0.1:9", engine=engine)
+
+    async def used_inside() -> None:
+        await made_outside.ask("Hi")
+
+    for run in (built_inside, used_inside):
+        with pytest.raises(UsageError, match="asyncio only, and this is trio"):
+            trio.run(run)
+    anyio.run(made_outside.aclose)
+
+
+@pytest.mark.parametrize(
+    ("engine", "extra"),
+    [("httpx2", "httpx2"), ("aiohttp", "aiohttp"), ("curl_cffi", "impersonate")],
+)
+def test_an_engine_whose_extra_is_missing_says_what_to_install(engine: str, extra: str) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules[{LIBRARIES[engine]!r}] = None  # as if not installed
+        from pizzagpt_sdk import AsyncClient, UsageError
+        try:
+            AsyncClient(engine={engine!r})
+        except UsageError as error:
+            print(error)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert f"pip install 'pizzagpt-sdk[{extra}]'" in result.stdout
+
+
+def test_every_engine_is_an_engine_of_its_world() -> None:
+    from pizzagpt_sdk import engines
+
+    for name in engines.__all__:
+        if name.endswith("Engine") and name not in ("Engine", "AsyncEngine"):
+            try:
+                cls = getattr(engines, name)
+            except UsageError:  # its library is not installed
+                continue
+            base = AsyncEngine if name.startswith("Async") else Engine
+            assert issubclass(cls, base), name
+
+
+# Secrets: never in any text the SDK writes
+
+
+async def test_no_secret_in_errors_logs_or_repr(
+    make_client: MakeSubject, served: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    secret, password = served.fake.secret, "p4ss-IN-URL-91"  # the secret the fake checks
+    host = served.url.removeprefix("http://")
+    client = make_client(
+        base_url=f"http://user:{password}@{host}", secret=secret, retry_policy=NO_JITTER
+    )
+    # A server that echoes the secret in an error body, twice (then the retries run out).
+    served.fake.script(*[Reply.status(503, f"bad secret {secret} for {password}")] * 3)
+    with (
+        caplog.at_level(logging.DEBUG, logger="pizzagpt_sdk"),
+        pytest.raises(InternalServerError) as caught,
+    ):
+        await client.ask("Hi", max_retries=1)
+    error = caught.value
+    texts = [str(error), repr(error), error.url, error.body, repr(client.client), caplog.text]
+    assert not [text for text in texts if secret in text or password in text]
+    assert "***" in error.body
+    assert "user:***@" in error.url
+
+
+@pytest.mark.parametrize("engine", ["httpx", "httpx2", "aiohttp", "curl_cffi"])
+def test_an_async_client_in_a_second_event_loop_says_why_it_cannot(
+    engine: str, served: FakeServer
+) -> None:
+    import asyncio
+
+    pytest.importorskip(LIBRARIES[engine])
+    first = asyncio.new_event_loop()
+    client = served.async_client(engine=engine)
+    try:
+        assert first.run_until_complete(client.ask("Hi")).text
+        with pytest.raises(UsageError, match="belong to the event loop it first ran in"):
+            asyncio.run(client.ask("Hi"))  # its pool's sockets are the first loop's
+        assert served.fake.calls == 1  # refused before anything was sent
+    finally:
+        first.run_until_complete(client.aclose())
+        first.close()
+
+
+def test_an_infinite_timeout_without_a_deadline_means_no_limit(served: FakeServer) -> None:
+    with served.client(timeout=float("inf"), deadline=None) as client:
+        assert client.ask("Hi").text
