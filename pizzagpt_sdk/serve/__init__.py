@@ -18,14 +18,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._app import create_app
+    from ._app import ChatClient, ChatStream, create_app
 
-__all__ = ["create_app"]
+__all__ = ["ChatClient", "ChatStream", "create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "create_app":
-        from ._app import create_app
+    if name in __all__:
+        from . import _app
 
-        return create_app
+        return getattr(_app, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,8 @@ import json
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
 import anyio
 from starlette.applications import Starlette
@@ -31,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pizzagpt_sdk import AsyncClient, AsyncStream, FinishReason, PizzaGPTError
+from pizzagpt_sdk import Answer, AsyncClient, FinishReason, PizzaGPTError
 
 from ._openai import (
     MODELS,
@@ -48,7 +49,7 @@ from ._openai import (
     usage,
 )
 
-__all__ = ["create_app"]
+__all__ = ["ChatClient", "ChatStream", "create_app"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -67,8 +68,34 @@ _SSE_HEADERS = [
 ]
 
 
+class ChatStream(Protocol):
+    """What the server needs of a stream: `AsyncStream`'s events, answer and closing."""
+
+    def __aiter__(self) -> ChatStream: ...
+
+    async def __anext__(self) -> str | FinishReason: ...
+
+    @property
+    def answer(self) -> Answer | None: ...
+
+    async def __aenter__(self) -> ChatStream: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class ChatClient(Protocol):
+    """What the server needs of a client: `AsyncClient.stream()` (or the aiohttp engine's)."""
+
+    def stream(self, messages: str, *, search: bool | None = ...) -> ChatStream: ...
+
+
 def create_app(
-    client: AsyncClient | None = None,
+    client: ChatClient | None = None,
     *,
     max_requests: int = 64,
     upstream_concurrency: int = 4,
@@ -81,8 +108,9 @@ def create_app(
     `AsyncClient()` configured from the environment (`PIZZAGPT_BASE_URL`, `PIZZAGPT_SECRET`).
 
     Args:
-        client: The one client all requests share; the application does not close it. `None`:
-            the application opens an `AsyncClient()` at startup and closes it at shutdown.
+        client: The one client all requests share, an `AsyncClient` (or the aiohttp engine's
+            `AiohttpClient`); the application does not close it. `None`: the application opens
+            an `AsyncClient()` at startup and closes it at shutdown.
         max_requests: The most chat requests in the server at once, answering or waiting for
             a turn; more are refused with 503 and `retry-after: 1`.
         upstream_concurrency: The most calls to PizzaGPT at once.
@@ -108,14 +136,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        owned = chat.client is None
-        if owned:
-            chat.client = AsyncClient()
+        owned = AsyncClient() if chat.client is None else None
+        chat.client = chat.client or owned
         try:
             yield
         finally:
-            if owned and chat.client is not None:
-                await chat.client.aclose()
+            if owned is not None:
+                await owned.aclose()
             if on_shutdown is not None:
                 await on_shutdown()
 
@@ -173,7 +200,7 @@ class _ChatCompletions:
 
     def __init__(
         self,
-        client: AsyncClient | None,
+        client: ChatClient | None,
         max_requests: int,
         upstream_concurrency: int,
         heartbeat: float,
@@ -236,7 +263,7 @@ class _Reply:
         self._started = False
         self._lock = anyio.Lock()
 
-    async def whole(self, upstream: AsyncStream) -> None:
+    async def whole(self, upstream: ChatStream) -> None:
         try:
             async for _ in upstream:
                 pass
@@ -248,7 +275,7 @@ class _Reply:
         body = completion(self._request, upstream.answer, id=self._id, created=self._created)
         await _send_json(self._send, 200, body)
 
-    async def stream(self, upstream: AsyncStream) -> None:
+    async def stream(self, upstream: ChatStream) -> None:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._keep_alive)
             try:
@@ -263,7 +290,7 @@ class _Reply:
                         await _send_error(self._send, error_for(error))
             tasks.cancel_scope.cancel()
 
-    async def _events(self, upstream: AsyncStream) -> None:
+    async def _events(self, upstream: ChatStream) -> None:
         async for event in upstream:
             async with self._lock:
                 await self._start()
@@ -272,7 +299,7 @@ class _Reply:
                     return
                 await self._event(self._chunk({"content": event}))
 
-    async def _finish(self, upstream: AsyncStream) -> None:
+    async def _finish(self, upstream: ChatStream) -> None:
         answer = upstream.answer
         assert answer is not None  # set once the stream yields its FinishReason
         if answer.refusal:

@@ -20,6 +20,9 @@ from typing import Any
 __all__ = ["add_arguments", "run"]
 
 _MISSING_EXTRA = 'pizzagpt serve needs the serve extra: pip install "pizzagpt-sdk[serve]"'
+_MISSING_AIOHTTP = (
+    'pizzagpt serve --engine aiohttp needs aiohttp: pip install "pizzagpt-sdk[serve,aiohttp]"'
+)
 _INTERRUPTED = 130  # as the rest of the command: 128 + SIGINT
 
 
@@ -47,6 +50,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=64,
         metavar="N",
         help="chat requests held at once, answering or waiting; more get 503 (default: 64)",
+    )
+    group.add_argument(
+        "--engine",
+        choices=("httpx", "aiohttp"),
+        default="httpx",
+        help="how to call PizzaGPT: httpx (AsyncClient, the default) or aiohttp "
+        "(AiohttpClient: several times the requests a second; the aiohttp extra)",
+    )
+    group.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="log no line per request (access lines never hold a prompt or an answer)",
     )
     group.add_argument(
         "--shutdown-timeout",
@@ -89,17 +104,31 @@ def run(args: argparse.Namespace) -> int:
         return 1
     with contextlib.ExitStack() as stack:
         stack.callback(listener.close)
+        fake = None
         if args.offline:
             from pizzagpt_sdk.testing import FakePizzaGPT
 
-            fake = stack.enter_context(FakePizzaGPT().serve())
+            pizzagpt = FakePizzaGPT()
+            fake = stack.enter_context(pizzagpt.serve())
+            settings.setdefault("secret", pizzagpt.secret)
+        base_url = args.base_url if fake is None else fake.url
+        client: Any
+        if args.engine == "aiohttp":
+            try:
+                from pizzagpt_sdk.aiohttp import AiohttpClient
+            except ImportError:
+                sys.stderr.write(_MISSING_AIOHTTP + "\n")
+                return 1
+            # It reads no proxy from the environment: --offline stays on 127.0.0.1.
+            client = AiohttpClient(base_url=base_url, **settings)
+        elif fake is not None:
+            # The fake server's own client ignores proxy settings: nothing leaves 127.0.0.1.
             client = fake.async_client(**settings)
-            upstream = "the built-in fake (--offline)"
         else:
             from pizzagpt_sdk import AsyncClient
 
-            client = AsyncClient(base_url=args.base_url, **settings)
-            upstream = client.base_url
+            client = AsyncClient(base_url=base_url, **settings)
+        upstream = client.base_url if fake is None else "the built-in fake (--offline)"
         app = create_app(
             client,
             max_requests=args.max_requests,
@@ -111,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             log_level="debug" if args.debug else "info",
             timeout_graceful_shutdown=max(0, math.ceil(args.shutdown_timeout)),
             server_header=False,
+            access_log=not args.no_access_log,
         )
         # uvicorn shuts down gracefully, then raises the signal again under the handler it
         # found: ours raise, so that run() ends here and this block still cleans up (under

@@ -510,6 +510,24 @@ def test_create_app_as_a_factory_opens_and_closes_its_own_client(
     assert completion.choices[0].message.content == ANSWER + "F"
 
 
+def test_the_aiohttp_engine_behind_the_app() -> None:
+    from pizzagpt_sdk.aiohttp import AiohttpClient
+
+    fake = FakePizzaGPT()
+    fake.script(Reply.status(429).retry_after(3))
+    with fake.serve() as upstream:
+        client = AiohttpClient(base_url=upstream.url, max_retries=0)
+        with running_app(create_app(client, on_shutdown=client.aclose)) as url:
+            openai_client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+            with pytest.raises(openai.RateLimitError):
+                openai_client.chat.completions.create(model="gpt-4o-mini", messages=user("A"))
+            stream = openai_client.chat.completions.create(
+                model="gpt-4o-mini", messages=user("B"), stream=True
+            )
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert text == ANSWER + "B"
+
+
 # The command: pizzagpt serve
 
 
@@ -570,7 +588,10 @@ def test_command_offline_in_every_mode_then_ctrl_c() -> None:
 def test_command_lets_calls_in_flight_finish_on_sigterm() -> None:
     fake = FakePizzaGPT()
     fake.script(Reply.answer("Finished in time.").delay(0.6))
-    with fake.serve() as upstream, command("--base-url", upstream.url) as (process, url):
+    with (
+        fake.serve() as upstream,
+        command("--base-url", upstream.url, "--engine", "aiohttp") as (process, url),
+    ):
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         answers: list[str | None] = []
         asking = threading.Thread(
@@ -636,6 +657,14 @@ def test_the_rest_of_the_command_does_not_load_the_server() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert result.stdout.splitlines() == [ANSWER + "Hi", "[]"]
+
+
+def test_command_aiohttp_engine_without_aiohttp(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "pizzagpt_sdk.aiohttp", None)
+    assert main(["serve", "--engine", "aiohttp", "--port", "0"]) == 1
+    assert capsys.readouterr().err.endswith('pip install "pizzagpt-sdk[serve,aiohttp]"\n')
 
 
 def test_command_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
