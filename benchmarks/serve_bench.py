@@ -206,36 +206,41 @@ def measure(args: argparse.Namespace) -> str:
     with contextlib.ExitStack() as stack:
         _, fake_url = stack.enter_context(process(fake_argv, "http://"))
         fake_port = int(fake_url.rsplit(":", 1)[1])
-        ours_argv = [
-            sys.executable,
-            "-m",
-            "pizzagpt_sdk",
-            "serve",
-            "--base-url",
-            fake_url,
-            "--port",
-            "0",
-            "--concurrency",
-            str(IN_FLIGHT),
-            "--max-requests",
-            "1024",
-            "--max-retries",
-            "0",
-            "--no-access-log",
-        ]
-        ours_pid, line = stack.enter_context(process(ours_argv, "OpenAI API on", "stderr"))
-        ours_port = int(line.split("/v1")[0].rsplit(":", 1)[1])
+        subjects: list[Subject] = []
+        for engine in ("httpx", "aiohttp"):
+            argv = [
+                sys.executable,
+                "-m",
+                "pizzagpt_sdk",
+                "serve",
+                "--base-url",
+                fake_url,
+                "--port",
+                "0",
+                "--engine",
+                engine,
+                "--concurrency",
+                str(IN_FLIGHT),
+                "--max-requests",
+                "1024",
+                "--max-retries",
+                "0",
+                "--no-access-log",
+            ]
+            pid, line = stack.enter_context(process(argv, "OpenAI API on", "stderr"))
+            port = int(line.split("/v1")[0].rsplit(":", 1)[1])
+            name = f"pizzagpt serve --engine {engine}"
+            subjects += [
+                Subject(name, port, chat(port, stream=False), pid),
+                Subject(name + ", stream", port, chat(port, stream=True), pid),
+            ]
         direct = http_request(
             fake_port,
             "/api/chatx-completion",
             {"question": PROMPT},
             {"x-secret": "Marinara", "origin": "https://www.pizzagpt.it"},
         )
-        subjects = [
-            Subject("fake, called directly", fake_port, direct),
-            Subject("pizzagpt serve", ours_port, chat(ours_port, stream=False), ours_pid),
-            Subject("pizzagpt serve, stream", ours_port, chat(ours_port, stream=True), ours_pid),
-        ]
+        subjects.insert(0, Subject("fake, called directly", fake_port, direct))
         if args.g4f_python:
             g4f_pid, g4f_port = stack.enter_context(g4f_server(args, fake_url))
             subjects += [
@@ -299,10 +304,14 @@ def measure(args: argparse.Namespace) -> str:
         )
     if args.g4f_python:
         rows.append("")
-        for mode in ("", ", stream"):
-            ours = statistics.median(rates["pizzagpt serve" + mode])
-            theirs = statistics.median(rates["g4f api" + mode])
-            rows.append(f"- req/s ratio{mode or ', non-streaming'}: {ours / theirs:.2f}x g4f api")
+        for engine in ("httpx", "aiohttp"):
+            for mode in ("", ", stream"):
+                ours = statistics.median(rates[f"pizzagpt serve --engine {engine}{mode}"])
+                theirs = statistics.median(rates["g4f api" + mode])
+                rows.append(
+                    f"- req/s at {IN_FLIGHT} in flight, --engine {engine}"
+                    f"{mode or ', non-streaming'}: {ours / theirs:.2f}x g4f api's"
+                )
     return "\n".join(rows)
 
 

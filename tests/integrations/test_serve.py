@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -248,6 +250,20 @@ def test_health_and_openai_shaped_http_errors(server: Running) -> None:
         wrong_method = http.get("/v1/chat/completions")
         assert wrong_method.status_code == 405
         assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+def docs_examples() -> list[Any]:
+    page = (Path(__file__).parents[2] / "docs" / "serve.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```py\n(.*?)^```", page, re.MULTILINE | re.DOTALL)
+    # LangChain's block is shown, not run: langchain-openai is not among this session's peers.
+    return [block for block in blocks if "langchain" not in block]
+
+
+@pytest.mark.parametrize("code", docs_examples())
+def test_docs_examples_run(server: Running, code: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = code.replace("http://127.0.0.1:8000", server.url)
+    exec(compile(code, "docs/serve.md", "exec"), {})
+    assert ANSWER + "Why is the sky blue?" in capsys.readouterr().out
 
 
 # The caller's mistakes: 400 (404 for an unknown model)
