@@ -142,6 +142,7 @@ def create_app(
             yield
         finally:
             if owned is not None:
+                chat.client = None  # a restarted application opens a new one
                 await owned.aclose()
             if on_shutdown is not None:
                 await on_shutdown()

@@ -414,8 +414,8 @@ def error_for(error: PizzaGPTError) -> RequestError:
         )
     if isinstance(error, MisuseDetectedError):
         return RequestError(
-            f"PizzaGPT flagged this traffic as misuse; slow down, retrying makes it worse: "
-            f"{message}",
+            "PizzaGPT flagged this server's traffic as misuse (not transient: slow down, "
+            f"retrying makes it worse): {error.content!r}",
             status=403,
             type="permission_error",
             code="misuse_detected",

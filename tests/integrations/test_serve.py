@@ -406,6 +406,7 @@ def test_upstream_errors_map_to_statuses_and_codes(
     assert "Marinara" not in caught.value.message  # never the secret
     if code == "misuse_detected":
         assert isinstance(caught.value, openai.PermissionDeniedError)
+        assert "'Misuse detected. please get in touch" in caught.value.message
 
 
 @pytest.mark.parametrize("stream", [False, True])
