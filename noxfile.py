@@ -12,11 +12,12 @@ INTEGRATION_MODULES = [
     "pizzagpt_sdk/_llm_plugin.py",
     "pizzagpt_sdk/langchain.py",
     "pizzagpt_sdk/_shared_clients.py",
+    "pizzagpt_sdk/serve/*",
 ]
 
 nox.needs_version = ">=2025.2.9"  # nox.project.dependency_groups
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "docs", "g4f", "integrations-14"]
+nox.options.sessions = ["lint", "typecheck", "tests", "docs", "g4f", "integrations-14", "serve"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -74,6 +75,19 @@ def g4f(session: nox.Session) -> None:
     )
     session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report", "--include=pizzagpt_sdk/g4f.py", "--fail-under=90")
+
+
+@nox.session(python="3.12")
+def serve(session: nox.Session) -> None:
+    """`pizzagpt serve` driven over real sockets by the openai package, with coverage."""
+    install_groups(session, "test", "serve")
+    session.install("-e", ".[serve]")
+    session.run("coverage", "erase")
+    session.run(
+        "coverage", "run", "-m", "pytest", "tests/integrations/test_serve.py", *session.posargs
+    )
+    session.run("coverage", "combine", "--quiet")
+    session.run("coverage", "report", "--include=pizzagpt_sdk/serve/*", "--fail-under=90")
 
 
 @nox.session

@@ -36,6 +36,7 @@ from ._progress import ProgressBar
 from ._prompt import Message, Messages
 from ._retry import DEFAULT_MAX_RETRIES
 from ._version import __version__
+from .serve import _cli as _serve
 
 __all__ = ["main"]
 
@@ -96,6 +97,7 @@ Ask PizzaGPT (www.pizzagpt.it, gpt-4o-mini) and stream its answer to stdout.
                                     JSON lines out, in input order, progress on stderr
   pizzagpt -- chat                  ask the word "chat" itself
   pizzagpt --offline "Hi"           ask the built-in fake on 127.0.0.1: no network needed
+  pizzagpt serve                    an OpenAI-compatible API on 127.0.0.1:8000/v1
 
 A refusal is the model's answer, not an error: it is printed as "[refusal] ..." and the exit
 code is 0 (--json shows it as "finish_reason": "refusal")."""
@@ -116,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     args = parser.parse_args(arguments)
+    if args.question == "serve" and "--" not in arguments:
+        return _serve.run(args)  # the OpenAI-compatible server: pizzagpt_sdk/serve
     # `chat` and `batch` are modes only as the first positional: after `--` they are questions.
     mode = args.question if args.question in ("chat", "batch") and "--" not in arguments else None
     if mode == "chat" and args.json:
@@ -234,6 +238,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RPM",
         help="the most requests started per minute (default: no limit)",
     )
+    _serve.add_arguments(parser)
     return parser
 
 
