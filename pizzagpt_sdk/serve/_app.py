@@ -108,9 +108,9 @@ def create_app(
     `AsyncClient()` configured from the environment (`PIZZAGPT_BASE_URL`, `PIZZAGPT_SECRET`).
 
     Args:
-        client: The one client all requests share, an `AsyncClient` (or the aiohttp engine's
-            `AiohttpClient`); the application does not close it. `None`: the application opens
-            an `AsyncClient()` at startup and closes it at shutdown.
+        client: The one client all requests share, an `AsyncClient` on any engine; the
+            application does not close it. `None`: the application opens an `AsyncClient()` at
+            startup and closes it at shutdown.
         max_requests: The most chat requests in the server at once, answering or waiting for
             a turn; more are refused with 503 and `retry-after: 1`.
         upstream_concurrency: The most calls to PizzaGPT at once.

@@ -20,9 +20,6 @@ from typing import Any
 __all__ = ["add_arguments", "run"]
 
 _MISSING_EXTRA = 'pizzagpt serve needs the serve extra: pip install "pizzagpt-sdk[serve]"'
-_MISSING_AIOHTTP = (
-    'pizzagpt serve --engine aiohttp needs aiohttp: pip install "pizzagpt-sdk[serve,aiohttp]"'
-)
 _INTERRUPTED = 130  # as the rest of the command: 128 + SIGINT
 
 
@@ -53,10 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--engine",
-        choices=("httpx", "aiohttp"),
+        choices=("httpx", "httpx2", "aiohttp", "curl_cffi"),
         default="httpx",
-        help="how to call PizzaGPT: httpx (AsyncClient, the default) or aiohttp "
-        "(AiohttpClient: several times the requests a second; the aiohttp extra)",
+        help="the HTTP library that calls PizzaGPT (docs/engines.md): httpx (the default), "
+        "httpx2, aiohttp (several times the requests a second) or curl_cffi; each beside "
+        "httpx needs its extra",
     )
     group.add_argument(
         "--no-access-log",
@@ -112,22 +110,18 @@ def run(args: argparse.Namespace) -> int:
             fake = stack.enter_context(pizzagpt.serve())
             settings.setdefault("secret", pizzagpt.secret)
         base_url = args.base_url if fake is None else fake.url
-        client: Any
-        if args.engine == "aiohttp":
-            try:
-                from pizzagpt_sdk.aiohttp import AiohttpClient
-            except ImportError:
-                sys.stderr.write(_MISSING_AIOHTTP + "\n")
-                return 1
-            # It reads no proxy from the environment: --offline stays on 127.0.0.1.
-            client = AiohttpClient(base_url=base_url, **settings)
-        elif fake is not None:
-            # The fake server's own client ignores proxy settings: nothing leaves 127.0.0.1.
-            client = fake.async_client(**settings)
-        else:
-            from pizzagpt_sdk import AsyncClient
+        from pizzagpt_sdk import AsyncClient, UsageError
 
-            client = AsyncClient(base_url=base_url, **settings)
+        client: AsyncClient
+        try:
+            if fake is not None:
+                # The fake server's clients ignore proxy settings: nothing leaves 127.0.0.1.
+                client = fake.async_client(engine=args.engine, **settings)
+            else:
+                client = AsyncClient(base_url=base_url, engine=args.engine, **settings)
+        except UsageError as error:  # an engine whose extra is missing says what to install
+            sys.stderr.write(f"pizzagpt serve: {error}\n")
+            return 1
         upstream = client.base_url if fake is None else "the built-in fake (--offline)"
         app = create_app(
             client,

@@ -528,12 +528,12 @@ def test_create_app_as_a_factory_opens_and_closes_its_own_client(
 
 
 def test_the_aiohttp_engine_behind_the_app() -> None:
-    from pizzagpt_sdk.aiohttp import AiohttpClient
+    from pizzagpt_sdk import AsyncClient
 
     fake = FakePizzaGPT()
     fake.script(Reply.status(429).retry_after(3))
     with fake.serve() as upstream:
-        client = AiohttpClient(base_url=upstream.url, max_retries=0)
+        client = AsyncClient(base_url=upstream.url, max_retries=0, engine="aiohttp")
         with running_app(create_app(client, on_shutdown=client.aclose)) as url:
             openai_client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
             with pytest.raises(openai.RateLimitError):
@@ -679,9 +679,9 @@ def test_the_rest_of_the_command_does_not_load_the_server() -> None:
 def test_command_aiohttp_engine_without_aiohttp(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "pizzagpt_sdk.aiohttp", None)
+    monkeypatch.setitem(sys.modules, "aiohttp", None)
     assert main(["serve", "--engine", "aiohttp", "--port", "0"]) == 1
-    assert capsys.readouterr().err.endswith('pip install "pizzagpt-sdk[serve,aiohttp]"\n')
+    assert capsys.readouterr().err.endswith("pip install 'pizzagpt-sdk[aiohttp]'\n")
 
 
 def test_command_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
