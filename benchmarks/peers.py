@@ -156,7 +156,10 @@ def raw_curl_cffi_session(url: str) -> SyncSubject:
     from curl_cffi import requests as curl_requests
 
     verify = CA_FILE if url.startswith("https://") and CA_FILE else True
-    session = curl_requests.Session(impersonate=IMPERSONATE, verify=verify)
+    session: Any = curl_requests.Session(
+        impersonate=IMPERSONATE,
+        verify=verify,  # type: ignore[arg-type]  # a CA bundle's path, which curl takes
+    )
     endpoint = url + ENDPOINT
 
     def call() -> str:
@@ -246,8 +249,10 @@ async def raw_curl_cffi_async_session(url: str) -> AsyncSubject:
     from curl_cffi import requests as curl_requests
 
     verify = CA_FILE if url.startswith("https://") and CA_FILE else True
-    session = curl_requests.AsyncSession(
-        impersonate=IMPERSONATE, verify=verify, max_clients=CONNECTIONS
+    session: Any = curl_requests.AsyncSession(
+        impersonate=IMPERSONATE,
+        verify=verify,  # type: ignore[arg-type]  # a CA bundle's path, which curl takes
+        max_clients=CONNECTIONS,
     )
     endpoint = url + ENDPOINT
 

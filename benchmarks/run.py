@@ -660,11 +660,11 @@ def _tls(server: Server, settings: Settings, results: Results) -> None:
             close()
         found[row] = _handshakes(server, before, start, settings.tls_calls)
     for row in [*peers.ENGINE_ROWS.values(), peers.GPT4FREE]:
-        factory, _, _, need = peers.ASYNC_SUBJECTS[row]
+        make, _, _, need = peers.ASYNC_SUBJECTS[row]
         if not peers.available(need):
             continue
         before, start = server.accepted()["https"], time.perf_counter()
-        anyio.run(_calls, factory, server.https_url, settings.tls_calls, backend="asyncio")
+        anyio.run(_calls, make, server.https_url, settings.tls_calls, backend="asyncio")
         found[f"{row} [asyncio]"] = _handshakes(server, before, start, settings.tls_calls)
     for row, figures in found.items():
         _log(f"  {row}: {figures}")

@@ -23,6 +23,7 @@ closes the response whenever the action is not `Receive`: the call may give up o
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -359,9 +360,15 @@ class Call:
 def shown_url(request: Request) -> tuple[str, tuple[str, ...]]:
     """The request's URL as the SDK writes it (see `redact_url`), and the secrets no text of
     the SDK's may hold: the `x-secret` header, the URL's password."""
-    url, password = redact_url(request.url)
-    secrets = [value for name, value in request.headers if name == "x-secret"]
-    return url, tuple(secret for secret in (*secrets, password) if secret)
+    return _shown_url(request.url, request.headers)
+
+
+@functools.lru_cache(maxsize=64)
+def _shown_url(url: str, headers: tuple[tuple[str, str], ...]) -> tuple[str, tuple[str, ...]]:
+    # Once per client, not per call: a client's requests share their URL and headers.
+    shown, password = redact_url(url)
+    secrets = [value for name, value in headers if name == "x-secret"]
+    return shown, tuple(secret for secret in (*secrets, password) if secret)
 
 
 def redact_url(url: str) -> tuple[str, str | None]:

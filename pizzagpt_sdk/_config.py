@@ -222,6 +222,8 @@ class Config:
         Raises:
             UsageError: An unknown option, or a value of the wrong type or range.
         """
+        if not options:
+            return  # the common call: nothing to check
         unknown = options.keys() - _CALL_OPTIONS
         if unknown:
             raise InvalidTypeError(

@@ -8,6 +8,7 @@ is made in, so the engine makes it on the first request, inside the running loop
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import ssl
 from typing import TYPE_CHECKING, Any
@@ -86,15 +87,7 @@ class AsyncAiohttpEngine(AsyncEngine):
                 request.url,
                 headers=request.headers,
                 data=request.body,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    # aiohttp's `connect` is the wait for a connection from the pool (httpx's
-                    # `pool`), `sock_connect` the TCP and TLS connect, `sock_read` each read.
-                    # aiohttp has no write timeout.
-                    connect=timeout.pool,
-                    sock_connect=timeout.connect,
-                    sock_read=timeout.read,
-                ),
+                timeout=_client_timeout(timeout),
                 proxy=self._proxy,
                 allow_redirects=False,  # as httpx: a redirect is an answer, not followed
             )
@@ -145,3 +138,14 @@ class _AiohttpResponse(AsyncResponse):
 def _error(exc: BaseException) -> TransportError:
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return TransportError(text, timeout=isinstance(exc, asyncio.TimeoutError))
+
+
+@functools.lru_cache(maxsize=256)
+def _client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
+    """The core's timeouts as aiohttp's, made once for each value: aiohttp's `connect` is the
+    wait for a connection from the pool (httpx's `pool`), `sock_connect` the TCP and TLS
+    connect, `sock_read` each read. aiohttp has no write timeout. (A call whose deadline is far
+    off gets the client's own timeouts, the same value call after call.)"""
+    return aiohttp.ClientTimeout(
+        total=None, connect=timeout.pool, sock_connect=timeout.connect, sock_read=timeout.read
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -178,6 +179,8 @@ class AsyncEngine(_Pooled, abc.ABC):
         pool holds (each `asyncio.run()` starts a new loop). Called when the client is built
         and on each request; outside any event loop it passes."""
         library, loop = _running_loop()
+        if loop is self._loop and loop is not None and self._loop_pid == os.getpid():
+            return  # the loop of every call before: the common case, first
         if library == "trio" and self._asyncio_only:
             raise UsageError(
                 f"the {self.name} engine runs on asyncio only, and this is trio: "
@@ -196,15 +199,15 @@ class AsyncEngine(_Pooled, abc.ABC):
 
 
 def _running_loop() -> tuple[str | None, object]:
-    """The async library running in this thread, and its loop (asyncio's) or run (trio's)."""
-    import asyncio
-    import sys
-
-    try:
-        return "asyncio", asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    trio = sys.modules.get("trio")  # loaded if trio runs: its program imported it
+    """The async library running in this thread, and its loop (asyncio's) or run (trio's).
+    Neither is imported here: a library that is not imported runs no loop."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None:
+        try:
+            return "asyncio", asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+    trio = sys.modules.get("trio")
     if trio is not None:
         try:
             return "trio", trio.lowlevel.current_trio_token()

@@ -178,19 +178,17 @@ def _local_only(kwargs: dict[str, Any], *, asynchronous: bool) -> dict[str, Any]
     configure the SDK's own pool (`verify`, `max_connections`, `proxy`), which an httpx
     transport of ours would refuse."""
     configured = ("http_client", "transport", "proxy", "verify", "max_connections")
-    if any(name in kwargs for name in configured):
-        return kwargs
+    if any(name in kwargs for name in configured) or not kwargs["base_url"].startswith("http:"):
+        return kwargs  # (over TLS, the SDK's own pool verifies as it always does)
     engine = kwargs.get("engine") or "httpx"
     if engine in ("httpx", "httpx2"):
-        from pizzagpt_sdk.engines._httpx import _default_context
-
         module: Any = httpx
         if engine == "httpx2":
             import httpx2 as module
-        # The SDK's shared TLS context: a transport's own would load the CA bundle (~100 ms).
-        verify = _default_context(module)
+        # The fake speaks plain HTTP here (TLS takes verify=, which skips this): no TLS
+        # context, whose CA bundle would cost ~100 ms to load.
         cls = module.AsyncHTTPTransport if asynchronous else module.HTTPTransport
-        return {**kwargs, "transport": cls(verify=verify)}
+        return {**kwargs, "transport": cls(verify=False)}
     if engine == "curl_cffi":
         from pizzagpt_sdk.engines import AsyncCurlCffiEngine, CurlCffiEngine
 
