@@ -111,7 +111,7 @@ def bench(session: nox.Session) -> None:
     # gpt4free 6.7.1 is the last release with the Pizzagpt provider, and it fails to import:
     # benchmarks/peers.py loads that one file, so none of gpt4free's dependencies are needed.
     session.install("--no-deps", "g4f==6.7.1")
-    session.install(".[aiohttp]")  # as users get it: not editable, bytecode compiled
+    session.install(".[aiohttp,httpx2,impersonate]")  # as users get it: not editable, compiled
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 
