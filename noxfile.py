@@ -11,6 +11,8 @@ nox.needs_version = ">=2025.2.9"  # nox.project.dependency_groups
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
+# A Python that cannot be found fails the run: skipping it would pass while testing less.
+nox.options.error_on_missing_interpreters = True
 
 
 def install_groups(session: nox.Session, *groups: str) -> None:
