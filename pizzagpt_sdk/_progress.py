@@ -21,7 +21,7 @@ _WIDTH = 30
 class ProgressBar:
     """Shows a batch's progress; pass it as `map(on_progress=...)`.
 
-    With `tqdm` installed (`pip install pizzagpt-sdk[progress]`), it is tqdm's bar, a widget in
+    With the `progress` extra (tqdm and ipywidgets) installed, it is tqdm's bar, a widget in
     notebooks (`tqdm.auto`); otherwise a one-line text bar on `file`. Close it (or use it in a
     `with` block) to end the line.
 
