@@ -186,14 +186,19 @@ class FakePizzaGPT:
         kwargs.setdefault("secret", self._secret)
         return AsyncClient(transport=self.transport(), **kwargs)
 
-    def serve(self) -> FakeServer:
+    def serve(self, *, host: str = "127.0.0.1", port: int = 0) -> FakeServer:
         """A real HTTP/1.1 server on 127.0.0.1, answering from this fake; start it with `with`.
 
+        Args:
+            host: The address to listen on. Another than a loopback one lets other machines
+                reach the fake.
+            port: The port to listen on; 0 (the default) for a free one.
+
         Returns:
-            The server, not yet started: `with fake.serve() as server:` starts it on a free
-            port and stops it at the end of the block.
+            The server, not yet started: `with fake.serve() as server:` starts it (on a free
+            port unless given one) and stops it at the end of the block.
         """
-        return FakeServer(self)
+        return FakeServer(self, host=host, port=port)
 
     @asynccontextmanager
     async def serve_async(self) -> AsyncIterator[FakeServer]:
