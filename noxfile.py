@@ -53,6 +53,7 @@ def docs(session: nox.Session) -> None:
     session.install("-e", ".")
     site = session.create_tmp() + "/site"
     session.run("mkdocs", "build", "--strict", "--site-dir", site, env={"NO_MKDOCS_2_WARNING": "1"})
+    session.log(f"The site is in {site}: open {site}/index.html")
 
 
 @nox.session

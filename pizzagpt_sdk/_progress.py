@@ -30,7 +30,7 @@ class ProgressBar:
         use_tqdm: `False` to use the text bar even when tqdm is installed; `None` (the default)
             uses tqdm when it can be imported.
 
-    Example:
+    Examples:
         >>> with ProgressBar() as bar:  # doctest: +SKIP
         ...     answers = client.map(prompts, on_progress=bar)
     """

@@ -72,3 +72,55 @@ def test_install_lines_work_from_a_checkout() -> None:
         elif "==" not in target:  # a tool, pinned
             wrong.append(f"{page}: {target}")
     assert wrong == []
+
+
+def public_modules() -> dict[str, Path]:
+    """Every public module of the package by its dotted name: no part of its path is private."""
+    modules = {}
+    for path in sorted((ROOT / "pizzagpt_sdk").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if not any(part.startswith("_") for part in parts):
+            modules[".".join(parts)] = path
+    return modules
+
+
+def exported(path: Path) -> list[str]:
+    """A module's `__all__`, read without importing it (an extra's module needs its extra)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(target, ast.Name) and target.id == "__all__":
+            assert isinstance(node, ast.Assign | ast.AnnAssign)
+            assert node.value is not None
+            names: list[str] = ast.literal_eval(node.value)
+            return names
+    raise AssertionError(f"{path.relative_to(ROOT)} is public and has no __all__")
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    """Each name a public module exports has a `::: module.Name` entry in docs/reference.md (or
+    its module one, `::: module`, which renders every member), under a public path. A name that
+    several modules export (`pizzagpt_sdk.RetryPolicy`, `pizzagpt_sdk.core.RetryPolicy`) needs
+    one entry."""
+    reference = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
+    entries = set(re.findall(r"^::: ([\w.]+)", reference, re.MULTILINE))
+    modules = public_modules()
+    assert {"pizzagpt_sdk", "pizzagpt_sdk.core", "pizzagpt_sdk.testing"} <= modules.keys()
+    documented = {
+        entry.rpartition(".")[2] for entry in entries if entry.rpartition(".")[0] in modules
+    }
+    missing = [
+        f"{module}.{name}"
+        for module, path in modules.items()
+        if module not in entries
+        for name in exported(path)
+        if not name.startswith("__") and name not in documented
+    ]
+    assert missing == [], "add a `::: module.Name` entry to docs/reference.md for each"
+
+
+def test_the_readme_says_where_the_docs_session_writes_the_site() -> None:
+    noxfile = (ROOT / "noxfile.py").read_text(encoding="utf-8")
+    assert 'site = session.create_tmp() + "/site"' in noxfile  # nox's <envdir>/docs/tmp
+    assert "`.nox/docs/tmp/site`" in (ROOT / "README.md").read_text(encoding="utf-8")
