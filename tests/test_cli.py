@@ -499,6 +499,20 @@ def test_chat_keeps_its_lines_in_a_history_file_with_history(
     assert second.wait() == 130
 
 
+def test_chat_goes_on_without_a_history_file_it_cannot_write(
+    terminal: list[Terminal], tmp_path: Path
+) -> None:
+    (tmp_path / "pizzagpt").write_text("a file where the directory would be", encoding="utf-8")
+    env = {**ENV, "XDG_DATA_HOME": str(tmp_path), "TERM": "dumb"}
+    term = Terminal("--offline", "--history", "chat", env=env)
+    terminal.append(term)
+    term.read_until(f"pizzagpt: no history file: {tmp_path}/pizzagpt/chat_history".encode())
+    term.write(b"still here\n")
+    term.read_until(f"{OFFLINE}still here\r\n".encode())
+    term.write(b"\x04")
+    assert term.wait() == 0
+
+
 def test_chat_leaves_on_ctrl_c_with_130(terminal: list[Terminal]) -> None:
     term = Terminal("--offline", "chat")
     terminal.append(term)
