@@ -413,6 +413,27 @@ class Terminal:
     def write(self, data: bytes) -> None:
         os.write(self.master, data)
 
+    def wait_for_input(self) -> None:
+        """Wait until the process sleeps waiting for the terminal (Linux: its kernel wait).
+
+        Before sending a signal: readline prints the prompt and then, in C, starts waiting in
+        select(). A SIGINT that lands in between is only noticed when select() returns, on the
+        next key: CPython's readline has no wake-up pipe. A person's Ctrl-C never lands there.
+        """
+        deadline = time.monotonic() + TIMEOUT
+        waits = ("poll_schedule_timeout", "do_select", "n_tty_read", "wait_woken")
+        while True:
+            with (
+                open(f"/proc/{self.process.pid}/stat") as stat,
+                open(f"/proc/{self.process.pid}/wchan") as wchan,
+            ):
+                # The state follows the command's name, which may hold spaces: after its ")".
+                state, waiting = stat.read().rpartition(")")[2].split()[0], wchan.read()
+            if state == "S" and waiting.startswith(waits):
+                return
+            assert time.monotonic() < deadline, f"not waiting for input: {state} {waiting}"
+            time.sleep(0.01)
+
     def wait(self) -> int:
         return self.process.wait(TIMEOUT)
 
@@ -439,6 +460,7 @@ def test_chat_on_a_terminal_prompts_and_leaves_on_ctrl_d(terminal: list[Terminal
     term.read_until(b"you> ")
     term.write(b"hello from a tty\n")
     term.read_until(f"{OFFLINE}hello from a tty\r\nyou> ".encode())
+    term.wait_for_input()
     term.write(b"\x04")  # Ctrl-D at the start of a line: end of file
     assert term.wait() == 0
     term.read_until(None)
@@ -470,6 +492,7 @@ def test_chat_on_a_terminal_edits_lines_and_recalls_them(
     term.write(b"\x1b[A\n")  # up arrow: the line before, again
     term.read_until(f"{OFFLINE}pizzza\r\n".encode(), times=2)
     term.read_until(b"you> ", times=3)
+    term.wait_for_input()
     term.write(b"\x04")
     assert term.wait() == 0
     term.read_until(None)
@@ -485,6 +508,7 @@ def test_chat_keeps_its_lines_in_a_history_file_with_history(
     first.read_until(b"you> ")
     first.write(b"remember me\n")
     first.read_until(b"you> ", times=2)
+    first.wait_for_input()
     first.write(b"\x04")
     assert first.wait() == 0
     history = tmp_path / "pizzagpt" / "chat_history"
@@ -495,6 +519,8 @@ def test_chat_keeps_its_lines_in_a_history_file_with_history(
     second.read_until(b"you> ")
     second.write(b"\x1b[A\n")  # the last session's line
     second.read_until(f"{OFFLINE}remember me\r\n".encode())
+    second.read_until(b"you> ", times=2)
+    second.wait_for_input()
     second.process.send_signal(signal.SIGINT)
     assert second.wait() == 130
 
@@ -509,6 +535,8 @@ def test_chat_goes_on_without_a_history_file_it_cannot_write(
     term.read_until(f"pizzagpt: no history file: {tmp_path}/pizzagpt/chat_history".encode())
     term.write(b"still here\n")
     term.read_until(f"{OFFLINE}still here\r\n".encode())
+    term.read_until(b"you> ", times=2)
+    term.wait_for_input()  # Ctrl-D typed before readline takes the terminal is the tty's EOF
     term.write(b"\x04")
     assert term.wait() == 0
 
@@ -517,6 +545,7 @@ def test_chat_leaves_on_ctrl_c_with_130(terminal: list[Terminal]) -> None:
     term = Terminal("--offline", "chat")
     terminal.append(term)
     term.read_until(b"you> ")
+    term.wait_for_input()
     # What Ctrl-C does to the terminal's foreground process (this pty is not its controlling one).
     term.process.send_signal(signal.SIGINT)
     assert term.wait() == 130
