@@ -541,6 +541,25 @@ def test_chat_goes_on_without_a_history_file_it_cannot_write(
     assert term.wait() == 0
 
 
+def test_chat_on_a_terminal_with_stdout_redirected_keeps_stdout_to_the_answers() -> None:
+    """`pizzagpt chat > log`: readline would prompt on stdout, so the line is read plainly and
+    the prompt goes to the terminal (stderr)."""
+    master, slave = pty.openpty()
+    with subprocess.Popen(
+        [*COMMAND, "--offline", "chat"], stdin=slave, stdout=subprocess.PIPE, stderr=slave, env=ENV
+    ) as process:
+        os.close(slave)
+        try:
+            os.write(master, b"logged\n\x04")
+            stdout, _ = process.communicate(timeout=TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            os.close(master)
+    assert process.returncode == 0
+    assert stdout == f"{OFFLINE}logged\n".encode()
+
+
 def test_chat_leaves_on_ctrl_c_with_130(terminal: list[Terminal]) -> None:
     term = Terminal("--offline", "chat")
     terminal.append(term)
