@@ -54,6 +54,8 @@ def test_install_lines_work_from_a_checkout() -> None:
     """Until the package is published, `pip install pizzagpt-sdk` finds nothing: the docs
     install the checkout (`.`, `".[extra]"`), with extras that exist; tools are pinned."""
     extras = set(metadata.metadata("pizzagpt-sdk").get_all("Provides-Extra") or [])
+    # The installed metadata: after changing pyproject.toml, `pip install -e .` again.
+    assert {"trio", "progress", "aiohttp"} <= extras
     targets = [
         (page.name, target)
         for page in PAGES
