@@ -12,12 +12,14 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-from ._client import Client, Stream
+from ._client import Client, Conversation, Stream
 from ._config import DEFAULT_TIMEOUT, CallOptions
 from ._exceptions import (
     APIConnectionError,
@@ -33,7 +35,7 @@ from ._exceptions import (
 )
 from ._models import Answer, FinishReason
 from ._progress import ProgressBar
-from ._prompt import Message, Messages
+from ._prompt import Message, Messages, flatten_messages
 from ._retry import DEFAULT_MAX_RETRIES
 from ._version import __version__
 from .serve import _cli as _serve
@@ -95,6 +97,7 @@ Ask PizzaGPT (www.pizzagpt.it, gpt-4o-mini) and stream its answer to stdout.
   pizzagpt chat                     a conversation, one line a turn; Ctrl-D or Ctrl-C leaves
   pizzagpt batch prompts.txt        many prompts, one a line (or JSON lines of messages);
                                     JSON lines out, in input order, progress on stderr
+  pizzagpt fake [--port 8080]       serve the fake PizzaGPT for your own scripts (--help)
   pizzagpt -- chat                  ask the word "chat" itself
   pizzagpt --offline "Hi"           ask the built-in fake on 127.0.0.1: no network needed
   pizzagpt serve                    an OpenAI-compatible API on 127.0.0.1:8000/v1
@@ -116,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         SystemExit: argparse's own exits: `--help` and `--version` (0), a usage error (2).
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["fake"]:
+        return _fake(arguments[1:])
     parser = _parser()
     args = parser.parse_args(arguments)
     if args.question == "serve" and "--" not in arguments:
@@ -132,12 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         question = None if mode else _read_question(args.question)
         if question is not None and not question:
             parser.error("the question is empty: give it as an argument, or on stdin")
-        prompts = _read_prompts(args.file, args.system) if mode == "batch" else []
+        prompts = _read_prompts(args.file, args.system) if mode == "batch" else {}
         with contextlib.ExitStack() as stack:
             client = stack.enter_context(_connect(args, stack))
             options = CallOptions(model=args.model, search=args.search or None)
             if mode == "chat":
-                return _chat(client, options, system=args.system, debug=args.debug)
+                return _chat(
+                    client, options, system=args.system, debug=args.debug, history=args.history
+                )
             if mode == "batch":
                 return _batch(client, prompts, options, args)
             assert question is not None
@@ -191,6 +198,12 @@ def _parser() -> argparse.ArgumentParser:
         "instead of streaming (not with chat)",
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="chat: keep the lines you type in $XDG_DATA_HOME/pizzagpt/chat_history "
+        "(default ~/.local/share/...); without it, the arrow keys recall this session's lines",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     connection = parser.add_argument_group("connection")
     where = connection.add_mutually_exclusive_group()
@@ -227,7 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     batch = parser.add_argument_group("batch")
     batch.add_argument(
         "--concurrency",
-        type=_count,
+        type=_positive,
         default=4,
         metavar="N",
         help="the most prompts in flight at once (default: %(default)s)",
@@ -272,6 +285,16 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, not {text!r}")
+    return value
+
+
 def _connect(args: argparse.Namespace, stack: contextlib.ExitStack) -> Client:
     settings: dict[str, Any] = {"timeout": args.timeout, "max_retries": args.max_retries}
     if args.secret:
@@ -305,8 +328,13 @@ def _with_system(messages: Messages, system: str | None) -> Messages:
     return [_message("system", system), *turns]
 
 
-def _read_prompts(path: str, system: str | None) -> list[Messages]:
-    """Read a batch: a prompt a line, or a JSON line holding a list of messages (or one)."""
+def _read_prompts(path: str, system: str | None) -> dict[int, Messages]:
+    """Read a batch: a prompt a line, or a JSON line holding a list of messages (or one).
+
+    Returns:
+        The prompts by their line number in the file (1 for the first line, as editors count):
+        blank lines are skipped, and the results name the line they answer.
+    """
     try:
         if path == "-":
             lines = sys.stdin.read().splitlines()
@@ -315,55 +343,88 @@ def _read_prompts(path: str, system: str | None) -> list[Messages]:
                 lines = file.read().splitlines()
     except OSError as error:
         raise InvalidValueError(f"cannot read {path}: {error.strerror}") from None
-    prompts: list[Messages] = []
-    for line in filter(None, map(str.strip, lines)):
+    prompts: dict[int, Messages] = {}
+    for number, text in enumerate(lines, start=1):
+        line = text.strip()
+        if not line:
+            continue
         prompt: Any = line
         if line[0] in "[{":
             with contextlib.suppress(ValueError):  # not JSON after all: a prompt like any other
                 prompt = json.loads(line)
         if isinstance(prompt, dict):
             prompt = prompt.get("messages", [prompt])
-        prompts.append(_with_system(prompt, system))
+        prompts[number] = _with_system(prompt, system)
+        try:  # checked here, so that the error names the line (map() would name the position)
+            flatten_messages(prompts[number])
+        except UsageError as error:
+            raise type(error)(f"{path}, line {number}: {error}") from None
     if not prompts:
         raise InvalidValueError(f"{path} holds no prompt: write one a line")
     return prompts
 
 
-def _batch(client: Client, prompts: list[Messages], options: CallOptions, args: Any) -> int:
+def _batch(client: Client, prompts: dict[int, Messages], options: CallOptions, args: Any) -> int:
     """Answer every prompt; write JSON lines in input order; exit with the first error's code."""
     with ProgressBar(file=sys.stderr, use_tqdm=False) as bar:
         results = client.map(
-            prompts,
-            concurrency=args.concurrency or 1,
+            list(prompts.values()),
+            concurrency=args.concurrency,
             rate_limit=args.rate_limit,
             return_exceptions=True,
             on_progress=bar,
             **options,
         )
     first_error: PizzaGPTError | None = None
-    for index, result in enumerate(results):
+    for number, result in zip(prompts, results, strict=True):
         if isinstance(result, PizzaGPTError):
             first_error = first_error or result
             line: dict[str, Any] = {
-                "index": index,
+                "line": number,
                 "error": {"type": type(result).__name__, "message": str(result)},
             }
         else:
-            line = {"index": index, **_answer_json(result)}
+            line = {"line": number, **_answer_json(result)}
         sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
     return 0 if first_error is None else _report(first_error, debug=args.debug)
 
 
-def _chat(client: Client, options: CallOptions, *, system: str | None, debug: bool) -> int:
+def _chat(
+    client: Client,
+    options: CallOptions,
+    *,
+    system: str | None,
+    debug: bool,
+    history: bool = False,
+) -> int:
     """Hold a conversation on stdin: one line a turn, the whole history sent every time."""
     chat = client.conversation(system=system or None)
     interactive = sys.stdin.isatty()
+    if interactive:
+        sys.stderr.write("pizzagpt: one line a turn; Ctrl-D or Ctrl-C leaves\n")
+    # On a terminal, input() edits the line with readline (arrows, Ctrl-R, earlier lines). It
+    # prompts on stdout, and importing readline can write to it: only where stdout is the
+    # terminal too (not `chat > log`).
+    terminal = interactive and sys.stdout.isatty()
+    with _line_editing(history) if terminal else contextlib.nullcontext(False) as edited:
+        return _chat_turns(chat, options, interactive=interactive, edited=edited, debug=debug)
+
+
+def _chat_turns(
+    chat: Conversation, options: CallOptions, *, interactive: bool, edited: bool, debug: bool
+) -> int:
     while True:
-        if interactive:
-            sys.stderr.write("you> ")
-            sys.stderr.flush()
-        line = sys.stdin.readline()
+        if edited:
+            try:
+                line = input("you> ") + "\n"
+            except EOFError:
+                line = ""
+        else:
+            if interactive:
+                sys.stderr.write("you> ")
+                sys.stderr.flush()
+            line = sys.stdin.readline()
         if not line:  # EOF: Ctrl-D, or the end of piped input
             if interactive:
                 sys.stderr.write("\n")
@@ -377,6 +438,91 @@ def _chat(client: Client, options: CallOptions, *, system: str | None, debug: bo
             _print_answer(chat.stream(content, **options))
         except PizzaGPTError as error:
             _report(error, debug=debug)
+
+
+def _history_file() -> str:
+    """Where `chat --history` keeps its lines: under the user's data directory (XDG's)."""
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(data, "pizzagpt", "chat_history")
+
+
+@contextlib.contextmanager
+def _line_editing(history: bool) -> Iterator[bool]:
+    """Turn on readline's line editing for input() (False without readline: Windows has none);
+    with `history`, read the history file first and write it back at the end."""
+    try:
+        import readline
+    except ImportError:  # pragma: no cover - every platform the tests run on has it
+        yield False
+        return
+    path = _history_file() if history else None
+    if path is not None:
+        try:
+            # The lines are the user's questions: readable by the user alone.
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
+            readline.read_history_file(path)
+        except OSError as error:
+            sys.stderr.write(f"pizzagpt: no history file: {path}: {error.strerror}\n")
+            path = None
+        readline.set_history_length(1000)
+    try:
+        yield True
+    finally:
+        if path is not None:
+            with contextlib.suppress(OSError):  # leaving matters more than the history
+                readline.write_history_file(path)
+
+
+def _fake(arguments: list[str]) -> int:
+    """`pizzagpt fake`: serve the fake PizzaGPT until interrupted, for scripts of your own."""
+    parser = argparse.ArgumentParser(
+        prog="pizzagpt fake",
+        description="Serve the fake PizzaGPT (pizzagpt_sdk.testing) over HTTP until Ctrl-C, "
+        "and print the URL to export as PIZZAGPT_BASE_URL, so that every Client() talks to it.",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default: %(default)s; 0.0.0.0 opens it to other machines)",
+    )
+    parser.add_argument(
+        "--port", type=_port, default=8080, help="the port (default: %(default)s; 0: a free one)"
+    )
+    args = parser.parse_args(arguments)
+    # Imported here: only this command and --offline need the fake and its server.
+    from .testing import FakePizzaGPT
+
+    server = FakePizzaGPT().serve(host=args.host, port=args.port)
+    try:
+        server.start()
+    except OSError as error:  # the port is taken or privileged, the host unknown or not ours
+        reason = error.strerror or str(error)
+        sys.stderr.write(f"pizzagpt: cannot listen on {args.host}:{args.port}: {reason}\n")
+        return 2
+    # `kill` (SIGTERM) stops it as cleanly as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        sys.stdout.write(f"export PIZZAGPT_BASE_URL={server.url}\n")
+        sys.stdout.flush()
+        sys.stderr.write(f"pizzagpt: the fake PizzaGPT serves on {server.url}; Ctrl-C stops it\n")
+        sys.stderr.flush()
+        while True:  # sleep() is interrupted by Ctrl-C on every platform
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number, 0 to 65535, not {text!r}")
+    return value
 
 
 def _print_answer(stream: Stream) -> None:

@@ -45,7 +45,7 @@ def flatten_messages(
         InvalidValueError: The list is empty, a message has no `content` key, a role is empty, or
             the prompt is empty or only white space (also a `ValueError`).
 
-    Example:
+    Examples:
         >>> flatten_messages([{"role": "user", "content": "Hi"}])
         'Hi'
         >>> flatten_messages([

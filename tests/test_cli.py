@@ -7,6 +7,7 @@ server, or a loopback port nothing listens on) or `--offline`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -384,18 +385,19 @@ def test_chat_offline_prints_sources_with_search() -> None:
 class Terminal:
     """The command running on a pseudo-terminal: stdin, stdout and stderr are all its slave."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.master, slave = pty.openpty()
         self.process = subprocess.Popen(
-            [*FOREGROUND, *COMMAND, *args], stdin=slave, stdout=slave, stderr=slave, env=ENV
+            [*FOREGROUND, *COMMAND, *args], stdin=slave, stdout=slave, stderr=slave, env=env or ENV
         )
         os.close(slave)
         self.output = b""
 
-    def read_until(self, expected: bytes | None) -> None:
-        """Read until `expected` has appeared, or with `None` until the process has gone."""
+    def read_until(self, expected: bytes | None, times: int = 1) -> None:
+        """Read until `expected` has appeared (`times` times in all), or with `None` until the
+        process has gone."""
         deadline = time.monotonic() + TIMEOUT
-        while expected is None or expected not in self.output:
+        while expected is None or self.output.count(expected) < times:
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"no {expected!r} in {self.output!r}"
             if select.select([self.master], [], [], remaining)[0]:
@@ -410,6 +412,27 @@ class Terminal:
 
     def write(self, data: bytes) -> None:
         os.write(self.master, data)
+
+    def wait_for_input(self) -> None:
+        """Wait until the process sleeps waiting for the terminal (Linux: its kernel wait).
+
+        Before sending a signal: readline prints the prompt and then, in C, starts waiting in
+        select(). A SIGINT that lands in between is only noticed when select() returns, on the
+        next key: CPython's readline has no wake-up pipe. A person's Ctrl-C never lands there.
+        """
+        deadline = time.monotonic() + TIMEOUT
+        waits = ("poll_schedule_timeout", "do_select", "n_tty_read", "wait_woken")
+        while True:
+            with (
+                open(f"/proc/{self.process.pid}/stat") as stat,
+                open(f"/proc/{self.process.pid}/wchan") as wchan,
+            ):
+                # The state follows the command's name, which may hold spaces: after its ")".
+                state, waiting = stat.read().rpartition(")")[2].split()[0], wchan.read()
+            if state == "S" and waiting.startswith(waits):
+                return
+            assert time.monotonic() < deadline, f"not waiting for input: {state} {waiting}"
+            time.sleep(0.01)
 
     def wait(self) -> int:
         return self.process.wait(TIMEOUT)
@@ -433,9 +456,11 @@ def terminal() -> Iterator[list[Terminal]]:
 def test_chat_on_a_terminal_prompts_and_leaves_on_ctrl_d(terminal: list[Terminal]) -> None:
     term = Terminal("--offline", "chat")
     terminal.append(term)
+    term.read_until(b"Ctrl-D or Ctrl-C leaves")  # one line says how to leave
     term.read_until(b"you> ")
     term.write(b"hello from a tty\n")
     term.read_until(f"{OFFLINE}hello from a tty\r\nyou> ".encode())
+    term.wait_for_input()
     term.write(b"\x04")  # Ctrl-D at the start of a line: end of file
     assert term.wait() == 0
     term.read_until(None)
@@ -452,10 +477,94 @@ def test_a_question_typed_on_a_terminal_ends_with_ctrl_d(terminal: list[Terminal
     assert term.wait() == 0
 
 
+@pytest.mark.parametrize("term_type", ["xterm-256color", "dumb"])
+def test_chat_on_a_terminal_edits_lines_and_recalls_them(
+    terminal: list[Terminal], term_type: str
+) -> None:
+    """Arrow keys move in the line and recall earlier ones (readline), instead of sending their
+    escape codes into the question."""
+    term = Terminal("--offline", "chat", env={**ENV, "TERM": term_type})
+    terminal.append(term)
+    term.read_until(b"you> ")
+    term.write(b"pizza\x1b[Dz\n")  # left arrow: "pizza" becomes "pizzza"
+    term.read_until(f"{OFFLINE}pizzza\r\n".encode())
+    term.read_until(b"you> ", times=2)
+    term.write(b"\x1b[A\n")  # up arrow: the line before, again
+    term.read_until(f"{OFFLINE}pizzza\r\n".encode(), times=2)
+    term.read_until(b"you> ", times=3)
+    term.wait_for_input()
+    term.write(b"\x04")
+    assert term.wait() == 0
+    term.read_until(None)
+    assert b"[A" not in term.output
+
+
+def test_chat_keeps_its_lines_in_a_history_file_with_history(
+    terminal: list[Terminal], tmp_path: Path
+) -> None:
+    env = {**ENV, "XDG_DATA_HOME": str(tmp_path), "TERM": "dumb"}
+    first = Terminal("--offline", "--history", "chat", env=env)
+    terminal.append(first)
+    first.read_until(b"you> ")
+    first.write(b"remember me\n")
+    first.read_until(b"you> ", times=2)
+    first.wait_for_input()
+    first.write(b"\x04")
+    assert first.wait() == 0
+    history = tmp_path / "pizzagpt" / "chat_history"
+    assert "remember me" in history.read_text(encoding="utf-8")
+    assert history.stat().st_mode & 0o777 == 0o600  # the user's questions: the user's alone
+    second = Terminal("--offline", "--history", "chat", env=env)
+    terminal.append(second)
+    second.read_until(b"you> ")
+    second.write(b"\x1b[A\n")  # the last session's line
+    second.read_until(f"{OFFLINE}remember me\r\n".encode())
+    second.read_until(b"you> ", times=2)
+    second.wait_for_input()
+    second.process.send_signal(signal.SIGINT)
+    assert second.wait() == 130
+
+
+def test_chat_goes_on_without_a_history_file_it_cannot_write(
+    terminal: list[Terminal], tmp_path: Path
+) -> None:
+    (tmp_path / "pizzagpt").write_text("a file where the directory would be", encoding="utf-8")
+    env = {**ENV, "XDG_DATA_HOME": str(tmp_path), "TERM": "dumb"}
+    term = Terminal("--offline", "--history", "chat", env=env)
+    terminal.append(term)
+    term.read_until(f"pizzagpt: no history file: {tmp_path}/pizzagpt/chat_history".encode())
+    term.write(b"still here\n")
+    term.read_until(f"{OFFLINE}still here\r\n".encode())
+    term.read_until(b"you> ", times=2)
+    term.wait_for_input()  # Ctrl-D typed before readline takes the terminal is the tty's EOF
+    term.write(b"\x04")
+    assert term.wait() == 0
+
+
+def test_chat_on_a_terminal_with_stdout_redirected_keeps_stdout_to_the_answers() -> None:
+    """`pizzagpt chat > log`: readline would prompt on stdout, so the line is read plainly and
+    the prompt goes to the terminal (stderr)."""
+    master, slave = pty.openpty()
+    with subprocess.Popen(
+        [*COMMAND, "--offline", "chat"], stdin=slave, stdout=subprocess.PIPE, stderr=slave, env=ENV
+    ) as process:
+        os.close(slave)
+        try:
+            os.write(master, b"logged\n\x04")
+            stdout, _ = process.communicate(timeout=TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            os.close(master)
+    assert process.returncode == 0
+    assert stdout == f"{OFFLINE}logged\n".encode()
+
+
 def test_chat_leaves_on_ctrl_c_with_130(terminal: list[Terminal]) -> None:
     term = Terminal("--offline", "chat")
     terminal.append(term)
     term.read_until(b"you> ")
+    term.wait_for_input()
     # What Ctrl-C does to the terminal's foreground process (this pty is not its controlling one).
     term.process.send_signal(signal.SIGINT)
     assert term.wait() == 130
@@ -478,7 +587,7 @@ def test_batch_answers_a_file_in_order_with_progress(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [line["index"] for line in lines] == [0, 1, 2]
+    assert [line["line"] for line in lines] == [1, 3, 4]  # the line numbers: 2 is blank
     assert [line["finish_reason"] for line in lines] == ["stop"] * 3
     assert lines[1]["text"] == OFFLINE + "[not json] second"
     assert sorted(map(str, prompts(fake))) == sorted(
@@ -509,10 +618,76 @@ def test_batch_reports_each_failure_in_place(fake: FakePizzaGPT, url: str) -> No
         (["batch"], "", "batch needs a FILE"),
         (["batch", "/nonexistent/prompts.txt"], "", "cannot read /nonexistent/prompts.txt"),
         (["batch", "-"], "\n  \n", "holds no prompt"),
-        (["batch", "-"], '[{"role": 1}]\n', "prompts[0]: message 0 has a role of type int"),
+        (["batch", "-"], '\nfine\n[{"role": 1}]\n', "-, line 3: message 0 has a role of type int"),
+        (["--concurrency", "0", "batch", "-"], "a\n", "must be a whole number, 1 or more"),
+        (["--concurrency", "x", "batch", "-"], "a\n", "must be a whole number, 1 or more"),
     ],
 )
 def test_batch_usage_errors_exit_2(args: list[str], stdin: str, message: str) -> None:
     result = run("--base-url", f"http://127.0.0.1:{unused_port()}", *args, stdin=stdin)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+# The fake, served for scripts of one's own.
+
+
+@contextlib.contextmanager
+def serving(*args: str, foreground: bool = False) -> Iterator[subprocess.Popen[str]]:
+    """`pizzagpt fake ARGS` running, its stdout a pipe; killed if the test left it running."""
+    command = [*FOREGROUND, *COMMAND] if foreground else COMMAND
+    with subprocess.Popen(
+        [*command, "fake", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    ) as process:
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=TIMEOUT)
+
+
+def test_fake_serves_until_interrupted_and_prints_the_url_to_export() -> None:
+    with serving("--port", "0", foreground=True) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        line = process.stdout.readline()  # printed once it listens
+        match = re.fullmatch(r"export PIZZAGPT_BASE_URL=(http://127\.0\.0\.1:(\d+))\n", line)
+        assert match, line
+        asked = run("--base-url", match.group(1), "Hi from my script")
+        assert asked.stdout == f"{OFFLINE}Hi from my script\n"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(TIMEOUT) == 0
+        assert "Ctrl-C stops it" in process.stderr.read()
+    with socket.socket() as sock:  # it stopped listening
+        assert sock.connect_ex(("127.0.0.1", int(match.group(2)))) != 0
+
+
+def test_fake_stops_on_sigterm_and_serves_a_given_host_and_port() -> None:
+    port = unused_port()
+    with serving("--host", "localhost", "--port", str(port)) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == f"export PIZZAGPT_BASE_URL=http://127.0.0.1:{port}\n"
+        process.terminate()
+        assert process.wait(TIMEOUT) == 0
+
+
+def test_fake_on_a_port_in_use_says_so() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("fake", "--port", str(port))
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "http"])
+def test_fake_rejects_a_port_that_is_none(port: str) -> None:
+    result = run("fake", "--port", port)
+    assert result.returncode == 2
+    assert "--port" in result.stderr

@@ -320,3 +320,29 @@ def test_a_progress_bar_falls_back_to_text(monkeypatch: pytest.MonkeyPatch) -> N
     bar.close()
     bar.close()
     assert out.getvalue() == f"\r[{'#' * 7}{'.' * 23}] 1/4\n"
+
+
+def test_a_text_bar_drawn_by_workers_ends_drawn_by_the_closing_thread() -> None:
+    """A notebook kernel (ipykernel 6) can send a worker's output to an earlier cell: the last
+    state is drawn again by the thread that closes the bar, so the cell shows "3/3"."""
+
+    class PerThread(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.by_thread: dict[int, str] = {}
+
+        def write(self, text: str) -> int:
+            ident = threading.get_ident()
+            self.by_thread[ident] = self.by_thread.get(ident, "") + text
+            return super().write(text)
+
+    out = PerThread()
+    with ProgressBar(file=out, use_tqdm=False) as bar:
+        for done in (1, 2, 3):
+            worker = threading.Thread(
+                target=bar, args=(BatchProgress(done=done, total=3, failed=0, index=done - 1),)
+            )
+            worker.start()
+            worker.join()
+    assert out.by_thread[threading.get_ident()] == f"\r[{'#' * 30}] 3/3\n"
+    assert out.getvalue().endswith(f"\r[{'#' * 30}] 3/3\r[{'#' * 30}] 3/3\n")

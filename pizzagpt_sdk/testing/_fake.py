@@ -187,17 +187,26 @@ class FakePizzaGPT:
         kwargs.setdefault("secret", self._secret)
         return AsyncClient(transport=self.transport(), **kwargs)
 
-    def serve(self, *, ssl_context: ssl.SSLContext | None = None) -> FakeServer:
+    def serve(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> FakeServer:
         """A real HTTP/1.1 server on 127.0.0.1, answering from this fake; start it with `with`.
 
         Args:
+            host: The address to listen on. Another than a loopback one lets other machines
+                reach the fake.
+            port: The port to listen on; 0 (the default) for a free one.
             ssl_context: A server-side TLS context, to serve `https://` (see `FakeServer`).
 
         Returns:
-            The server, not yet started: `with fake.serve() as server:` starts it on a free
-            port and stops it at the end of the block.
+            The server, not yet started: `with fake.serve() as server:` starts it (on a free
+            port unless given one) and stops it at the end of the block.
         """
-        return FakeServer(self, ssl_context=ssl_context)
+        return FakeServer(self, host=host, port=port, ssl_context=ssl_context)
 
     @asynccontextmanager
     async def serve_async(self) -> AsyncIterator[FakeServer]:

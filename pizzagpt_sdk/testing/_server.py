@@ -45,12 +45,22 @@ class FakeServer:
 
     Args:
         fake: The fake that decides the responses.
+        host: The address to listen on.
+        port: The port to listen on; 0 for a free one.
         ssl_context: A server-side TLS context, to serve `https://` (with a test CA's
             certificate for `127.0.0.1`: see `trustme`); `None` serves plain `http://`.
     """
 
-    def __init__(self, fake: FakePizzaGPT, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        fake: FakePizzaGPT,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._fake = fake
+        self._address = (host, port)
         self._ssl_context = ssl_context
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -65,7 +75,8 @@ class FakeServer:
         """
         host, port = self._started().server_address[:2]
         scheme = "http" if self._ssl_context is None else "https"
-        return f"{scheme}://{host!s}:{port}"
+        # Listening on every address (0.0.0.0) includes the loopback one, which a client can use.
+        return f"{scheme}://{'127.0.0.1' if host == '0.0.0.0' else host!s}:{port}"
 
     @property
     def fake(self) -> FakePizzaGPT:
@@ -82,7 +93,7 @@ class FakeServer:
         return self._started().accepted
 
     def start(self) -> None:
-        """Listen on a free port of 127.0.0.1 and serve in a background thread.
+        """Listen (on a free port of 127.0.0.1 by default) and serve in a background thread.
 
         Raises:
             RuntimeError: The server was started before.
@@ -90,7 +101,7 @@ class FakeServer:
         """
         if self._server is not None:
             raise RuntimeError("a FakeServer serves once: get another from fake.serve()")
-        self._server = _HTTPServer(self._fake, self._ssl_context)
+        self._server = _HTTPServer(self._fake, self._address, self._ssl_context)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": _POLL_INTERVAL},
@@ -201,9 +212,14 @@ class _HTTPServer(socketserver.TCPServer):
     """A TCP server with a thread per connection, that can close them all."""
 
     request_queue_size = 64  # Tests open connections in bursts; the default is 5.
+    # A fixed port (`pizzagpt fake --port 8080`) can be served again at once after a stop, as
+    # http.server's own servers can (on Linux, never by two servers at once).
+    allow_reuse_address = True
 
-    def __init__(self, fake: FakePizzaGPT, ssl_context: ssl.SSLContext | None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(
+        self, fake: FakePizzaGPT, address: tuple[str, int], ssl_context: ssl.SSLContext | None
+    ) -> None:
+        super().__init__(address, _Handler)
         self.fake = fake
         self.ssl_context = ssl_context
         self.stopping = threading.Event()
