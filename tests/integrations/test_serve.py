@@ -679,7 +679,8 @@ def test_the_rest_of_the_command_does_not_load_the_server() -> None:
 def test_command_aiohttp_engine_without_aiohttp(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "aiohttp", None)
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if not installed,
+    monkeypatch.delitem(sys.modules, "pizzagpt_sdk.engines._aiohttp", raising=False)  # nor loaded
     assert main(["serve", "--engine", "aiohttp", "--port", "0"]) == 1
     assert capsys.readouterr().err.endswith("pip install 'pizzagpt-sdk[aiohttp]'\n")
 
