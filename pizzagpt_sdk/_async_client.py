@@ -68,7 +68,7 @@ class AsyncClient(ClientState):
         UsageError: The engine cannot run here, or its extra is not installed (the message says
             what to install or use instead).
 
-    Example:
+    Examples:
         ```python
         async with AsyncClient() as client:
             print(await client.ask("Why is the sky blue?"))

@@ -66,7 +66,7 @@ class Client(ClientState):
         UsageError: The engine cannot run here, or its extra is not installed (the message says
             what to install or use instead).
 
-    Example:
+    Examples:
         ```python
         with Client() as client:
             print(client.ask("Why is the sky blue?"))

@@ -68,7 +68,7 @@ class ChatPizzaGPT(BaseChatModel):
     with empty content and the refusal in `additional_kwargs["refusal"]`. Errors are the SDK's
     (`pizzagpt_sdk.PizzaGPTError` and its subclasses).
 
-    Example:
+    Examples:
         ```python
         model = ChatPizzaGPT(search=True)
         message = model.invoke([("system", "Be brief."), ("human", "Pizza news?")])
