@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import os
 import socket
 import socketserver
 import ssl
@@ -189,7 +190,9 @@ def _local_only(kwargs: dict[str, Any], *, asynchronous: bool) -> dict[str, Any]
     configure the SDK's own pool (`verify`, `max_connections`, `proxy`), which an httpx
     transport of ours would refuse."""
     configured = ("http_client", "transport", "proxy", "verify", "max_connections")
-    if any(name in kwargs for name in configured) or not kwargs["base_url"].startswith("http:"):
+    # base_url=None: the SDK takes PIZZAGPT_BASE_URL, as it will here.
+    base_url = kwargs["base_url"] or os.environ.get("PIZZAGPT_BASE_URL") or ""
+    if any(name in kwargs for name in configured) or not base_url.startswith("http:"):
         return kwargs  # (over TLS, the SDK's own pool verifies as it always does)
     engine = kwargs.get("engine") or "httpx"
     if engine in ("httpx", "httpx2"):
