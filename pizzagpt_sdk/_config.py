@@ -152,8 +152,9 @@ class Config:
 
     @property
     def https(self) -> bool:
-        """Whether the service is reached over TLS: only then is a TLS context worth building."""
-        return self.settings.base_url.startswith("https:")
+        """Whether the service is reached over TLS: only then is a TLS context worth building
+        (and a plain-HTTP client gets none: see the engines)."""
+        return urlsplit(self.settings.base_url).scheme == "https"  # the scheme, in any case
 
     def choose_engine(
         self,

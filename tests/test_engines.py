@@ -534,3 +534,12 @@ def test_an_async_client_in_a_second_event_loop_says_why_it_cannot(
 def test_an_infinite_timeout_without_a_deadline_means_no_limit(served: FakeServer) -> None:
     with served.client(timeout=float("inf"), deadline=None) as client:
         assert client.ask("Hi").text
+
+
+def test_an_https_url_in_capitals_is_verified_all_the_same(
+    tls_served: tuple[FakeServer, str],
+) -> None:
+    server, _ = tls_served
+    shouting = server.url.replace("https://", "HTTPS://")
+    with Client(base_url=shouting, max_retries=0) as client, pytest.raises(APIConnectionError):
+        client.ask("Hi")  # the test CA is not trusted: refused, not sent unverified
