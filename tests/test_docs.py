@@ -61,6 +61,10 @@ def run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.Comple
 def test_python_examples_run(code: str, environment: dict[str, str], tmp_path: Path) -> None:
     if "pizzagpt_sdk.g4f" in code:
         pytest.importorskip("g4f", reason="needs the g4f extra: nox -s g4f runs it")
+    # An example of an engine beside httpx needs its library (httpx2: Python 3.11 or newer).
+    for library in ("httpx2", "aiohttp", "curl_cffi"):
+        if re.search(rf"\b{library}\b", code):
+            pytest.importorskip(library, reason=f"the example needs {library}")
     script = tmp_path / "test_example.py"
     script.write_text(code, encoding="utf-8")
     if re.search(r"^def test_", code, re.MULTILINE):

@@ -19,6 +19,7 @@ errors. `docs/engines.md` says more.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any, Literal
 
 from pizzagpt_sdk._config import ENGINES
@@ -72,6 +73,11 @@ def _load(engine: str, module: str) -> Any:
         library = _CLASSES[engine][3]
         if exc.name is None or exc.name.split(".")[0] != library:
             raise
+        if engine == "httpx2" and sys.version_info < (3, 11):
+            raise UsageError(
+                "the httpx2 engine needs httpx2, which needs Python 3.11 or newer: "
+                "use engine='httpx' here"
+            ) from exc
         raise UsageError(
             f"the {engine} engine needs {library}, which is not installed: "
             f"pip install 'pizzagpt-sdk[{ENGINES[engine]}]'"
