@@ -387,9 +387,11 @@ def configure_logging(environ: Mapping[str, str]) -> None:
         return
     level = _LOG_LEVELS.get(value)
     if level is None:
+        # Pointing at the SDK, not at the caller's line: a line that builds a client may hold
+        # the secret, and Python 3.13 shows a `python -c` script's lines too.
         warnings.warn(
             f"PIZZAGPT_LOG={value!r} is not one of {sorted(_LOG_LEVELS)}: logging stays off",
-            stacklevel=5,
+            stacklevel=1,
         )
         return
     logger = logging.getLogger("pizzagpt_sdk")

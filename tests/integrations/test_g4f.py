@@ -372,7 +372,7 @@ def test_the_sync_client_leaves_no_connection_open(server: FakeServer) -> None:
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
     assert server.connections == 9  # a new loop, so a new connection, per call
-    assert _open_sockets(at_most=before) == before
+    assert _open_sockets(at_most=before) <= before  # (the warm-up's may close meanwhile)
 
 
 def test_threads_each_have_their_loop_and_client(fake: FakePizzaGPT, server: FakeServer) -> None:
