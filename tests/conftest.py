@@ -61,7 +61,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         params = getattr(item, "callspec", None)
         params = params.params if params is not None else {}
-        case = params.get("make_client") or params.get("make_subject") or ""
+        # make_client's "Client-httpx", make_subject's "Client", test_reliability's kind "Client"
+        case = params.get("make_client") or params.get("make_subject") or params.get("kind") or ""
         world, _, engine = str(case).partition("-")
         on_trio = params.get("anyio_backend") == "trio"
         if on_trio and (world == "Client" or engine in ASYNCIO_ONLY):
