@@ -79,7 +79,10 @@ def test_all_is_sorted_and_importable(module: object) -> None:
     names = list(module.__all__)  # type: ignore[attr-defined]
     assert names == sorted(names)
     for name in names:
-        assert hasattr(module, name), name
+        try:
+            assert hasattr(module, name), name
+        except UsageError as error:  # an engine whose library is not installed says so
+            assert "pip install" in str(error) or "Python 3.11" in str(error)
 
 
 def test_the_exported_names() -> None:
