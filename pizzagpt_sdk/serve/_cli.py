@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: The `pizzagpt` parser.
     """
+    # The command's own checks of numbers (here: the command imports this module first).
+    from pizzagpt_sdk._cli import _port, _positive
+
     group = parser.add_argument_group(
         "serve",
         "pizzagpt serve: an OpenAI-compatible API (/v1/chat/completions, /v1/models) in front "
@@ -193,23 +196,3 @@ def _configure_logging(*, debug: bool) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, not {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, not {text!r}")
-    return value
