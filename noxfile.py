@@ -56,17 +56,21 @@ def tests(session: nox.Session) -> None:
     # Jupyter kernel), and without the cache each compiles all it imports again: 223 s of CPU
     # instead of 141 s for those tests.
     session.env["PYTHONDONTWRITEBYTECODE"] = None
+    # Half the suite's time is spent waiting (timeouts, deadlines, retry sleeps, servers that
+    # trickle): four workers overlap those waits on two cores. Override with `-- -n 0`.
+    workers = ["--numprocesses=4"]
     if session.python != COVERAGE_PYTHON:
         # The docs' examples are text, the same on every Python: COVERAGE_PYTHON runs each one
         # (in a process of its own, about 2 s apiece); the code they call is tested here too.
         session.run(
-            "pytest", "--ignore=tests/integrations",
+            "pytest", "--ignore=tests/integrations", *workers,
             "--deselect=tests/test_docs.py::test_python_examples_run", *session.posargs,
         )  # fmt: skip
         return
     session.run("coverage", "erase")
     session.run(
-        "coverage", "run", "-m", "pytest", "--ignore=tests/integrations", *session.posargs
+        "coverage", "run", "-m", "pytest", "--ignore=tests/integrations", *workers,
+        *session.posargs,
     )  # fmt: skip
     session.run("coverage", "combine", "--quiet")
     # The integrations' modules are measured by their own sessions, with their peers installed.

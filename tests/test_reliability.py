@@ -471,7 +471,7 @@ async def test_a_second_burst_of_calls_reuses_the_first_bursts_connections(
         try:
             for _ in range(2):
                 # Each answer takes long enough that the whole burst is in flight at once.
-                fake.script(*[Reply.answer("x").delay(0.2)] * BURST)
+                fake.script(*[Reply.answer("x").delay(0.5)] * BURST)
                 answers = client.map([PROMPT] * BURST, concurrency=BURST)
                 if not isinstance(answers, list):
                     answers = await answers
