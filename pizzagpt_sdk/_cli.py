@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TextIO
 
 from ._client import Client, Conversation, Stream
 from ._config import DEFAULT_TIMEOUT, CallOptions
@@ -533,7 +533,7 @@ def _print_answer(stream: Stream) -> None:
         with stream:
             for event in stream:
                 if not isinstance(event, FinishReason):
-                    out.write(event)
+                    _write(out, event)
                     out.flush()
                     last = event
     finally:
@@ -543,10 +543,21 @@ def _print_answer(stream: Stream) -> None:
     answer = stream.answer
     assert answer is not None  # a stream that ends without raising ends with its FinishReason
     if answer.refusal:
-        out.write(f"[refusal] {answer.refusal}\n")
+        _write(out, f"[refusal] {answer.refusal}\n")
     if answer.citations:
-        out.write("\nSources:\n" + "".join(f"{url}\n" for url in answer.citations))
+        _write(out, "\nSources:\n" + "".join(f"{url}\n" for url in answer.citations))
     out.flush()
+
+
+def _write(out: TextIO, text: str) -> None:
+    """`out.write(text)`, with what `out`'s encoding cannot carry (a lone surrogate, which JSON
+    can hold; any non-ASCII character on an ASCII terminal) shown as a backslash escape, as
+    Python shows it on stderr, rather than a `UnicodeEncodeError` traceback."""
+    try:
+        out.write(text)
+    except UnicodeEncodeError:
+        encoding = out.encoding or "utf-8"
+        out.write(text.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def _answer_json(answer: Answer) -> dict[str, Any]:

@@ -175,6 +175,28 @@ def test_a_refusal_is_an_answer_with_exit_code_0(fake: FakePizzaGPT, url: str) -
     )
 
 
+@pytest.mark.parametrize(
+    ("encoding", "answer", "shown"),
+    [
+        ("utf-8", "half a pair: \ud83d!", "half a pair: \\ud83d!"),  # JSON can carry a lone one
+        ("ascii", "caff\u00e8 \u2615", "caff\\xe8 \\u2615"),  # a terminal that cannot show it
+    ],
+)
+def test_an_answer_the_terminal_cannot_encode_is_printed_escaped(
+    fake: FakePizzaGPT,
+    url: str,
+    encoding: str,
+    answer: str,
+    shown: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(ENV, "PYTHONIOENCODING", encoding)
+    fake.script(Reply.answer(answer, refusal=answer))
+    result = run("--base-url", url, "Hi")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == f"{shown}\n[refusal] {shown}\n"
+
+
 def test_a_refusal_in_json(fake: FakePizzaGPT, url: str) -> None:
     fake.script(Reply.answer(None, refusal="No."))
     result = run("--base-url", url, "--json", "Hi")

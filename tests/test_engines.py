@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -513,6 +514,55 @@ async def test_no_secret_in_errors_logs_or_repr(
     assert not [text for text in texts if secret in text or password in text]
     assert "***" in error.body
     assert "user:***@" in error.url
+
+
+@pytest.fixture
+def garbled_url() -> Iterator[str]:
+    """A server on 127.0.0.1 that answers every request with a status line no library reads."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(5)
+                request = b""
+                while b"\r\n\r\n" not in request and (data := connection.recv(65536)):
+                    request += data
+                connection.sendall(b"HTTP/1.1 abc OK\r\n\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+async def test_no_secret_in_the_librarys_own_error(
+    make_client: MakeSubject, garbled_url: str
+) -> None:
+    # aiohttp's error for a response it cannot read carries the request's headers and URL.
+    secret, password = "s3cret-IN-HEADER-77", "p4ss-IN-URL-91"
+    host = garbled_url.removeprefix("http://")
+    client = make_client(base_url=f"http://user:{password}@{host}", secret=secret, max_retries=0)
+    with pytest.raises(APIConnectionError) as caught:
+        await client.ask("Hi")
+    chain: list[BaseException] = []
+    error: BaseException | None = caught.value
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert len(chain) > 1  # the library's own error is there, as the cause
+    texts = [text for each in chain for text in (str(each), repr(each))]
+    assert not [text for text in texts if secret in text or password in text]
 
 
 @pytest.mark.parametrize("engine", ["httpx", "httpx2", "aiohttp", "curl_cffi"])

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from pizzagpt_sdk._exceptions import InvalidTypeError
 
@@ -136,8 +137,18 @@ class _AiohttpResponse(AsyncResponse):
 
 
 def _error(exc: BaseException) -> TransportError:
+    _hide_request_headers(exc)
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return TransportError(text, timeout=isinstance(exc, asyncio.TimeoutError))
+
+
+def _hide_request_headers(exc: BaseException) -> None:
+    """Drop the request's headers (the secret among them) from the `request_info` that
+    aiohttp's response errors carry and show in their `repr`: the error becomes the cause of the
+    SDK's own, which the caller may log or print."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        empty = CIMultiDictProxy(CIMultiDict[str]())
+        exc.request_info = exc.request_info._replace(headers=empty)
 
 
 @functools.lru_cache(maxsize=256)

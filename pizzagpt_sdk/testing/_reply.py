@@ -382,7 +382,10 @@ def render(reply: Reply, *, shape: Shape, search: bool) -> Response:
             # Nothing public records `description` on success; only "error" means anything (a
             # rejected secret, protocol.md), so the fake sends null.
             document = {"answer": message, "description": None}
-        body = json.dumps(document, ensure_ascii=False).encode()
+        try:
+            body = json.dumps(document, ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate: UTF-8 cannot carry it, a JSON escape can
+            body = json.dumps(document).encode()
     return Response(
         status=reply.status_code,
         headers=(*reply.headers, ("content-length", str(len(body)))),
