@@ -281,11 +281,11 @@ def test_connection_refused() -> None:
 
 
 def test_timeout(fake: FakePizzaGPT, url: str) -> None:
+    # The answer comes 10 s late: exit code 4 shows --timeout cut the wait (with the default
+    # timeout of 120 s the answer would arrive, code 0), whatever the machine's load.
     fake.script(Reply.answer("Too late.").delay(10))
-    started = time.monotonic()
     result = run("--base-url", url, "--timeout", "0.5", "--max-retries", "0", "Hi")
     assert result.returncode == 4
-    assert time.monotonic() - started < 8
     line = one_line(result.stderr)
     assert line.startswith("pizzagpt: timed out talking to ")
     assert "raise --timeout" in line

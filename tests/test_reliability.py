@@ -476,9 +476,11 @@ async def test_a_second_burst_of_calls_reuses_the_first_bursts_connections(
                 if not isinstance(answers, list):
                     answers = await answers
                 assert [answer.text for answer in answers] == ["x"] * BURST
-            # Closing connections the second burst then had to reopen would be, over TLS, a
-            # handshake per call.
-            assert server.connections == BURST
+            # A pool that closed what it kept past some number (httpx keeps 20 by default) would
+            # open them again for the second burst: over TLS, a handshake per call. A pool that
+            # keeps them never holds more than the most calls ever in flight at once, BURST.
+            # (On a loaded machine a burst may not have all its calls in flight at once.)
+            assert server.connections <= BURST
             assert connections_in_use(client) == []
         finally:
             await close(client)
