@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import KW_ONLY, dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from ._decoding import raw_limit
 from ._exceptions import (
     APIConnectionError,
     APITimeoutError,
@@ -58,8 +59,9 @@ class Send:
         attempt: 1 for the first attempt, 2 for the first retry, …
         timeouts: The most each wait (connect, read, write, pool) may take, already capped by
             what is left of the deadline: pass them on to the HTTP library as they are.
-        max_body: The most body bytes worth taking in: a library that reads the whole body
-            before handing it over must stop there (the call refuses a larger one).
+        max_body: The most body bytes worth taking in, as they come off the wire (still coded):
+            a library that reads the whole body before handing it over must stop there (the
+            call refuses a larger one).
     """
 
     request: Request
@@ -229,7 +231,7 @@ class Call:
                 timeout=remaining,
                 attempt=self._attempts,
                 timeouts=self._timeout.capped(remaining),
-                max_body=self._max_bytes + 1,
+                max_body=raw_limit(self._max_bytes),
             )
         if self._state is _State.RECEIVING:
             return _RECEIVE

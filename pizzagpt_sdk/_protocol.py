@@ -17,6 +17,7 @@ from http import HTTPStatus
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
+from ._decoding import ContentDecoder, DecodingError, raw_limit
 from ._exceptions import (
     APIStatusError,
     InternalServerError,
@@ -24,6 +25,7 @@ from ._exceptions import (
     InvalidTypeError,
     InvalidValueError,
     MisuseDetectedError,
+    PizzaGPTError,
     RateLimitError,
     SecretRejectedError,
 )
@@ -242,10 +244,12 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 class ResponseReader:
     """Reads one response, fed incrementally, into the stream's events or a typed error.
 
-    Feed the body's bytes as they arrive with `feed()`, then call `end()` when the body is
-    complete. Either may raise the error the response amounts to; the chunking never changes the
-    result. Today the body is one JSON document, so the events come from `end()`; a future
-    streaming format would produce them from `feed()`.
+    Feed the body's bytes as they arrive with `feed()`, as they came off the wire (still in its
+    `Content-Encoding`, which the reader decodes a bounded step at a time, counting the decoded
+    bytes against `max_bytes`), then call `end()` when the body is complete. Either may raise the
+    error the response amounts to; the chunking never changes the result. Today the body is one
+    JSON document, so the events come from `end()`; a future streaming format would produce them
+    from `feed()`.
 
     Args:
         url: The request's URL, for errors.
@@ -255,7 +259,9 @@ class ResponseReader:
         now: The current Unix time, to read a `Retry-After` date.
 
     Raises:
-        InvalidResponseError: The `content-length` header already exceeds `max_bytes`.
+        InvalidResponseError: The `content-length` header already exceeds `max_bytes`, or a 2xx
+            body is in a content coding the SDK cannot decode (unknown, br or zstd without
+            their decoder, more than five stacked).
     """
 
     def __init__(
@@ -273,12 +279,25 @@ class ResponseReader:
         self._max_bytes = max_bytes
         self._now = now
         self._buffer = bytearray()
+        # The body is decoded here, not by the HTTP library, a bounded step at a time: what is
+        # counted against the limit is what comes out of the decoder (see _decoding.py).
+        self._decoder: ContentDecoder | None = None
+        self._undecodable: str | None = None
+        try:
+            self._decoder = ContentDecoder(self._headers.get("content-encoding", ""))
+        except DecodingError as exc:
+            if self.ok:
+                raise self._invalid(f"a body the SDK cannot decode: {exc}", b"") from None
+            self._undecodable = str(exc)  # the status error says more; it says this too
         declared = self._headers.get("content-length", "")
         if self.ok and declared.isascii() and declared.isdigit():
+            # The declared length is the coded one, which may be a little over the decoded.
+            coded = self._decoder is not None and not self._decoder.identity
+            most = raw_limit(max_bytes) - 1 if coded else max_bytes
             # int() refuses over 4,300 digits (CPython's limit): any 20 digits are too many.
             if len(declared) >= 20:
                 raise self._too_large(f"it declares a {len(declared)}-digit length")
-            if int(declared) > max_bytes:
+            if int(declared) > most:
                 raise self._too_large(f"it declares {int(declared):,} bytes")
 
     @property
@@ -293,20 +312,30 @@ class ResponseReader:
             The events these bytes complete (none, with today's one-document format).
 
         Raises:
-            InvalidResponseError: The body grew past `max_bytes`.
-            APIStatusError: A non-2xx body grew past the excerpt limit (no need to read on).
+            InvalidResponseError: The body grew past `max_bytes` (once decoded), or its coding
+                is corrupt.
+            APIStatusError: A non-2xx body grew past the excerpt limit (no need to read on), or
+                its coding is corrupt.
         """
         # Keep no more than the limit, however the bytes are chunked: the result must not depend
-        # on the chunking.
-        if not self.ok:
-            self._buffer += data[: _ERROR_BODY_LIMIT - len(self._buffer)]
-            if len(self._buffer) >= _ERROR_BODY_LIMIT:
-                raise self._status_error()
+        # on the chunking. Each decoded piece is counted as it comes: a body of a few KB may
+        # decode to gigabytes, and decoding stops as soon as the limit is passed.
+        if self._decoder is None:
+            return []  # an error body in a coding the SDK cannot decode: only its status counts
+        limit = self._max_bytes + 1 if self.ok else _ERROR_BODY_LIMIT
+        try:
+            for piece in self._decoder.feed(data):
+                self._buffer += piece[: limit - len(self._buffer)]
+                if len(self._buffer) >= limit:
+                    break
+        except DecodingError as exc:
+            raise self._undecoded(exc) from None
+        if len(self._buffer) < limit:
             return []
-        self._buffer += data[: self._max_bytes + 1 - len(self._buffer)]
-        if len(self._buffer) > self._max_bytes:
-            raise self._too_large(f"more than {self._max_bytes:,} bytes arrived")
-        return []
+        if not self.ok:
+            raise self._status_error()
+        what = "arrived" if self._decoder.identity else "came out of its decoding"
+        raise self._too_large(f"more than {self._max_bytes:,} bytes {what}")
 
     def end(self) -> list[Event]:
         """Take the end of the body.
@@ -318,12 +347,17 @@ class ResponseReader:
             APIStatusError: The status is not 2xx (`RateLimitError` for 429,
                 `InternalServerError` for 5xx).
             InvalidResponseError: The body is HTML, not JSON, of the wrong shape, or has neither
-                content nor refusal.
+                content nor refusal, or its coding was cut short.
             SecretRejectedError: The older servers' rejected-secret signal.
             MisuseDetectedError: The service's misuse-detection answer.
         """
         if not self.ok:
             raise self._status_error()
+        assert self._decoder is not None
+        try:
+            self._decoder.end()
+        except DecodingError as exc:
+            raise self._undecoded(exc) from None
         body = bytes(self._buffer)
         try:
             document = json.loads(body)
@@ -407,7 +441,9 @@ class ResponseReader:
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = ""
-        if self._looks_like_html(body):
+        if self._undecodable is not None:
+            detail = f"a body the SDK cannot decode: {self._undecodable}"
+        elif self._looks_like_html(body):
             detail = f"an HTML page{_title(body)}: {_excerpt(body)}"
         else:
             detail = _error_detail(body) or _excerpt(body) or "(empty body)"
@@ -419,6 +455,16 @@ class ResponseReader:
             body=_excerpt(body),
             retry_after=parse_retry_after(self._headers.get("retry-after"), self._now),
         )
+
+    def _head(self) -> bytes:
+        # What an excerpt can show, copied without the rest (which may be max_bytes long).
+        return bytes(self._buffer[: _EXCERPT_CHARS * 4])
+
+    def _undecoded(self, error: DecodingError) -> PizzaGPTError:
+        if not self.ok:
+            self._undecodable = str(error)
+            return self._status_error()
+        return self._invalid(f"a body the SDK cannot decode: {error}", self._head())
 
     def _invalid(self, what: str, body: bytes) -> InvalidResponseError:
         shown = _excerpt(body)
@@ -435,7 +481,7 @@ class ResponseReader:
             "raise the limit if this answer is genuine",
             url=self.url,
             status_code=self.status_code,
-            body=_excerpt(bytes(self._buffer)),
+            body=_excerpt(self._head()),
         )
 
 

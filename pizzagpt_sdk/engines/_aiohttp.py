@@ -19,7 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from pizzagpt_sdk._exceptions import InvalidTypeError
 
-from ._base import _PARENTS_POOLS, AsyncEngine, AsyncResponse, TransportError
+from ._base import _PARENTS_POOLS, AsyncEngine, AsyncResponse, TransportError, sent_headers
 from ._httpx import _ssl_context
 
 if TYPE_CHECKING:
@@ -86,11 +86,12 @@ class AsyncAiohttpEngine(AsyncEngine):
             response = await session.request(
                 request.method,
                 request.url,
-                headers=request.headers,
+                headers=sent_headers(request.headers),
                 data=request.body,
                 timeout=_client_timeout(timeout),
                 proxy=self._proxy,
                 allow_redirects=False,  # as httpx: a redirect is an answer, not followed
+                auto_decompress=False,  # the core decodes, bounded; also a caller's session
             )
         except _ERRORS as exc:
             raise _error(exc) from exc
@@ -112,7 +113,7 @@ class AsyncAiohttpEngine(AsyncEngine):
             connector = aiohttp.TCPConnector(
                 ssl=self._ssl, limit=self._max_connections, limit_per_host=0
             )
-            self._http = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+            self._http = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         assert self._http is not None
         return self._http
 

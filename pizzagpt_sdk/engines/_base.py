@@ -1,7 +1,8 @@
 """The seam between the drive loops and an HTTP library: an engine sends, a response is read.
 
 An engine decides nothing. It opens a request with the method, URL, headers, body and per-wait
-timeouts it is given, hands back the status, the headers and the raw body chunk by chunk, closes,
+timeouts it is given, hands back the status, the headers and the raw body chunk by chunk (as it
+came off the wire, still compressed: the core decodes it, bounded, see `_decoding.py`), closes,
 and translates its library's errors into `TransportError` in one place (`raise … from exc`).
 The drive loops in `_client.py` and `_async_client.py` do the rest, with the core.
 """
@@ -9,11 +10,13 @@ The drive loops in `_client.py` and `_async_client.py` do the rest, with the cor
 from __future__ import annotations
 
 import abc
+import functools
 import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from pizzagpt_sdk._decoding import accept_encoding
 from pizzagpt_sdk._exceptions import UsageError
 
 if TYPE_CHECKING:
@@ -69,7 +72,7 @@ class Response(abc.ABC):
 
     @abc.abstractmethod
     def read(self) -> bytes:
-        """The next chunk of the body, as it arrived (decompressed); `b""` at its end.
+        """The next chunk of the body, as it arrived (not decompressed); `b""` at its end.
 
         Raises:
             TransportError: The body could not be read.
@@ -98,6 +101,17 @@ class AsyncResponse(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close the response, as `Response.close()` does."""
+
+
+@functools.lru_cache(maxsize=64)
+def sent_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The request's headers as an engine sends them: with an `accept-encoding` that names the
+    codings the core can decode (it decodes the body, not the HTTP library), placed after
+    `accept` as browsers place it; a caller's own `accept-encoding` is kept."""
+    if any(name.lower() == "accept-encoding" for name, _ in headers):
+        return headers
+    at = 1 if headers and headers[0][0] == "accept" else len(headers)
+    return (*headers[:at], ("accept-encoding", accept_encoding()), *headers[at:])
 
 
 class _Pooled:

@@ -10,6 +10,7 @@ curl_cffi's streaming mode is not used: its blocking one copies the curl handle 
 the whole body anyway. So a request runs to its end in one `perform()`, bounded by one total
 timeout, and its body arrives through a callback that stops the transfer once it holds more
 than the call accepts (`Send.max_body`): memory stays bounded, and the core refuses the answer.
+The body arrives as it came off the wire, undecoded: the core decodes it, as for every engine.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from curl_cffi import requests as curl_requests
+from curl_cffi.const import CurlOpt
 from curl_cffi.curl import CURL_WRITEFUNC_ERROR, CurlError
 
 from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError
@@ -31,6 +33,7 @@ from ._base import (
     Engine,
     Response,
     TransportError,
+    sent_headers,
 )
 
 if TYPE_CHECKING:
@@ -81,6 +84,9 @@ class _CurlBase:
             "verify": verify,
             "proxy": proxy,
             "trust_env": trust_env,
+            # curl still sends the accept-encoding it is given, but hands the body over as it
+            # came: the core decodes it, bounded and as for every engine.
+            "curl_options": {CurlOpt.HTTP_CONTENT_DECODING: 0},
         }
         if self._async:
             self._options["max_clients"] = max_connections
@@ -96,6 +102,14 @@ class _CurlBase:
     def _new_http(self) -> Any:
         session_class = curl_requests.AsyncSession if self._async else curl_requests.Session
         return session_class(**self._options)
+
+    def _headers(self, response: Any) -> list[tuple[str, str]]:
+        headers = list(response.headers.multi_items())
+        if self._http.curl_options.get(CurlOpt.HTTP_CONTENT_DECODING, 1):
+            # A caller's session, whose curl decodes the body itself (a write at a time, so
+            # its memory stays bounded too): the body comes decoded, so no coding is named.
+            return [(name, value) for name, value in headers if name.lower() != "content-encoding"]
+        return headers
 
     def _session(self) -> Any:
         if self._owns and self._pid != os.getpid():
@@ -114,7 +128,7 @@ class _CurlBase:
             connect = total if timeout.connect is None else min(timeout.connect, total)
             limit = (connect, total - connect)
         return {
-            "headers": dict(request.headers),
+            "headers": dict(sent_headers(request.headers)),
             "data": request.body,
             "timeout": limit,
             "content_callback": body.write,
@@ -186,7 +200,7 @@ class CurlCffiEngine(_CurlBase, Engine):
             response = _received(body, exc)
             if response is None:
                 raise _error(exc) from exc
-        return _CurlResponse(response, body)
+        return _CurlResponse(response, self._headers(response), body)
 
     def close(self) -> None:
         self._closed = True
@@ -195,9 +209,9 @@ class CurlCffiEngine(_CurlBase, Engine):
 
 
 class _CurlResponse(Response):
-    def __init__(self, response: Any, body: _Body) -> None:
+    def __init__(self, response: Any, headers: list[tuple[str, str]], body: _Body) -> None:
         self.status_code = response.status_code
-        self.headers = list(response.headers.multi_items())
+        self.headers = headers
         self._body = body
 
     def read(self) -> bytes:
@@ -232,7 +246,7 @@ class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
             response = _received(body, exc)
             if response is None:
                 raise _error(exc) from exc
-        return _AsyncCurlResponse(response, body)
+        return _AsyncCurlResponse(response, self._headers(response), body)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -241,9 +255,9 @@ class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
 
 
 class _AsyncCurlResponse(AsyncResponse):
-    def __init__(self, response: Any, body: _Body) -> None:
+    def __init__(self, response: Any, headers: list[tuple[str, str]], body: _Body) -> None:
         self.status_code = response.status_code
-        self.headers = list(response.headers.multi_items())
+        self.headers = headers
         self._body = body
 
     async def aread(self) -> bytes:

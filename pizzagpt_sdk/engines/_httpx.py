@@ -19,7 +19,15 @@ import httpx
 
 from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError
 
-from ._base import _PARENTS_POOLS, AsyncEngine, AsyncResponse, Engine, Response, TransportError
+from ._base import (
+    _PARENTS_POOLS,
+    AsyncEngine,
+    AsyncResponse,
+    Engine,
+    Response,
+    TransportError,
+    sent_headers,
+)
 
 if TYPE_CHECKING:
     from pizzagpt_sdk._models import Timeout
@@ -153,8 +161,11 @@ class _HttpxResponse(Response):
         self._engine = engine
         self._response = response
         self.status_code = response.status_code
-        self.headers = response.headers.multi_items()
-        self._chunks: Iterator[bytes] | None = response.iter_bytes()
+        self.headers = _headers(response)
+        # The raw body: the core decodes it (httpx would decode a whole chunk at once).
+        self._chunks: Iterator[bytes] | None = (
+            _once(response.content) if response.is_stream_consumed else response.iter_raw()
+        )
 
     def read(self) -> bytes:
         if self._chunks is None:
@@ -235,8 +246,10 @@ class _AsyncHttpxResponse(AsyncResponse):
         self._engine = engine
         self._response = response
         self.status_code = response.status_code
-        self.headers = response.headers.multi_items()
-        self._chunks: AsyncIterator[bytes] | None = response.aiter_bytes()
+        self.headers = _headers(response)
+        self._chunks: AsyncIterator[bytes] | None = (
+            _OneChunk(response.content) if response.is_stream_consumed else response.aiter_raw()
+        )
 
     async def aread(self) -> bytes:
         if self._chunks is None:
@@ -256,6 +269,19 @@ class _AsyncHttpxResponse(AsyncResponse):
             # Also when the caller's scope was cancelled during _abandon: the response must be
             # closed, and closing it first frees its place in the pool, before any await.
             await self._response.aclose()
+
+
+def _once(body: bytes) -> Iterator[bytes]:
+    yield body
+
+
+def _headers(response: Any) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = response.headers.multi_items()
+    if response.is_stream_consumed:
+        # A response built in memory (a mock transport's): httpx has read and decoded its body
+        # already, so it is handed over decoded, without the coding it no longer has.
+        return [(name, value) for name, value in headers if name.lower() != "content-encoding"]
+    return headers
 
 
 async def _abandon(chunks: AsyncIterator[bytes], errors: type[Exception]) -> None:
@@ -299,7 +325,7 @@ def _ssl_context(module: ModuleType, verify: object) -> Any:
 def _target(module: ModuleType, url: str, headers: tuple[tuple[str, str], ...]) -> tuple[Any, Any]:
     """The library's URL and headers for the core's, parsed once: parsing them is about a third
     of building an httpx request (benchmarks/). httpx copies the headers and never changes these."""
-    return module.URL(url), module.Headers(headers)
+    return module.URL(url), module.Headers(sent_headers(headers))
 
 
 class _Body:
