@@ -1,6 +1,7 @@
-"""The `pizzagpt` command, run as a real process against the fake PizzaGPT on 127.0.0.1.
+"""The `pizzagpt` command against the fake PizzaGPT on 127.0.0.1: through `main()` in this process
+for most cases, as a real process where a process matters (signals, terminals, pipes, encodings).
 
-Every run has a timeout, and no run can reach anything but 127.0.0.1: the environment loses the
+Every process has a timeout, and no run can reach anything but 127.0.0.1: the environment loses the
 SDK's and the proxies' variables, and each run that sends gets `--base-url` (the test's own fake
 server, or a loopback port nothing listens on) or `--offline`.
 """
@@ -8,6 +9,7 @@ server, or a loopback port nothing listens on) or `--offline`.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pty
@@ -21,10 +23,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 
 from pizzagpt_sdk import __version__
+from pizzagpt_sdk._cli import main
 from pizzagpt_sdk.testing import CITATIONS, FakePizzaGPT, Reply
 
 TIMEOUT = 30.0
@@ -45,7 +50,28 @@ OFFLINE = "This is the offline PizzaGPT fake, not a model. You asked: "
 
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """Run the command to its end; stdin is a pipe (never the terminal pytest runs in)."""
+    """Run the command to its end through its `main()`, in this process, as `python -m
+    pizzagpt_sdk` would: the environment is `ENV`, stdin holds `stdin` (a pipe's, not a
+    terminal), stdout and stderr are captured as UTF-8 text, and argparse's exits become exit
+    codes. A tenth of a process's cost; what needs a real process (the console script, signals,
+    a terminal, a closed pipe, the stream's encoding) uses `run_process` or its own."""
+    out, err = io.BytesIO(), io.BytesIO()
+    streams: dict[str, Any] = {
+        "stdin": io.TextIOWrapper(io.BytesIO(stdin.encode()), "utf-8"),
+        "stdout": io.TextIOWrapper(out, "utf-8", write_through=True),
+        "stderr": io.TextIOWrapper(err, "utf-8", write_through=True),
+    }
+    with mock.patch.dict(os.environ, ENV, clear=True), mock.patch.multiple(sys, **streams):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse: --help, --version, a usage error
+            code = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
+    stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    return subprocess.CompletedProcess([*COMMAND, *args], code, stdout, stderr)
+
+
+def run_process(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the command as a process, to its end; stdin is a pipe (never pytest's terminal)."""
     return subprocess.run(
         [*COMMAND, *args],
         input=stdin,
@@ -95,7 +121,7 @@ def unused_port() -> int:
 
 def test_streams_the_answer_to_stdout(fake: FakePizzaGPT, url: str) -> None:
     fake.script(Reply.answer("Because of Rayleigh scattering."))
-    result = run("--base-url", url, "Why is the sky blue?")
+    result = run_process("--base-url", url, "Why is the sky blue?")  # python -m pizzagpt_sdk
     assert (result.returncode, result.stdout, result.stderr) == (
         0,
         "Because of Rayleigh scattering.\n",
@@ -192,7 +218,7 @@ def test_an_answer_the_terminal_cannot_encode_is_printed_escaped(
 ) -> None:
     monkeypatch.setitem(ENV, "PYTHONIOENCODING", encoding)
     fake.script(Reply.answer(answer, refusal=answer))
-    result = run("--base-url", url, "Hi")
+    result = run_process("--base-url", url, "Hi")
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == f"{shown}\n[refusal] {shown}\n"
 
