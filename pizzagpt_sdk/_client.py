@@ -328,6 +328,7 @@ class Stream:
         InvalidResponseError: A 2xx answer that cannot be read.
         SecretRejectedError: The service rejected the secret.
         MisuseDetectedError: The service flagged the traffic as misuse.
+        ClientClosedError: The client was closed while the call was in flight.
     """
 
     def __init__(

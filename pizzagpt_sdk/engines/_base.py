@@ -78,13 +78,17 @@ _ENDS_AT = _EndsAt()
 
 
 def time_left() -> float | None:
-    """What is left of the time the blocking drive loop gave the engine call in progress
-    (`Send.timeout`, `Receive.timeout`), in seconds; `None` for no limit.
+    """What is left of the time the blocking drive loop gave the engine call in progress in
+    this thread (the core's `Send.timeout` or `Receive.timeout`: what is left of the deadline).
 
     A library that takes one timeout per read lets a server that trickles bytes hold a call
-    for as long as it likes, each read well within its timeout: an engine bounds every wait
-    by this as well (the httpx engines' network streams do). Async engines need not: the
-    async drive loop cancels the wait itself."""
+    for as long as it likes, each read well within its timeout: a blocking engine bounds every
+    wait by this as well (the httpx engines' network streams do), and raises its timeout error
+    when nothing is left. Async engines need not: the async drive loop cancels the wait itself.
+
+    Returns:
+        Seconds, 0.0 once the time is up; `None` for no limit (or outside a blocking call).
+    """
     ends_at = _ENDS_AT.value
     return None if ends_at is None else max(0.0, ends_at - time.monotonic())
 
