@@ -301,3 +301,35 @@ def wait_for(condition: object, timeout: float = 10.0) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.005)
+
+
+# The same, through the pool a blocking Client builds for itself (make_client's clients get
+# the testing kit's transport): the network backend must be in that pool too, proxies or not.
+
+
+@pytest.mark.usefixtures("no_proxy_env")
+@pytest.mark.parametrize("engine", ["httpx", "httpx2"])
+@pytest.mark.parametrize("proxy_env", [False, True])
+def test_the_sdks_own_blocking_pool_holds_the_deadline_and_wakes_on_close(
+    engine: str, proxy_env: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip(engine)
+    if proxy_env:  # a proxy mount, which 127.0.0.1 bypasses: the default pool still serves it
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with (
+        holding("trickle-head") as server,
+        Client(base_url=server.url, engine=engine, timeout=TIMEOUT, deadline=DEADLINE) as client,
+    ):
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError, match="deadline of 2 s ran out"):
+            client.ask("Hi")
+        assert time.monotonic() - started < DEADLINE + SLACK
+        anyio.run(server.wait_until_all_closed, SLACK)
+    with holding("silent") as server:
+        client = Client(base_url=server.url, engine=engine, timeout=5 * TIMEOUT, max_retries=1)
+        started = time.monotonic()
+        error = close_client_in_flight(Subject(client), server)
+        assert type(error) is ClientClosedError, repr(error)
+        assert time.monotonic() - started < CLOSE_AFTER + SLACK
+        anyio.run(server.wait_until_all_closed, SLACK)
