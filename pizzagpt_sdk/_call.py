@@ -55,11 +55,12 @@ __all__ = ["Action", "Call", "Done", "Receive", "Send", "Sleep", "Transcript", "
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Send:
-    """Send `request`; no single wait (connect, write, read, pool) may exceed `timeout`.
+    """Send `request`, and wait for the response's status line and headers.
 
     Attributes:
         request: The request to send.
-        timeout: What is left of the call's deadline, in seconds, or `None` without one.
+        timeout: What is left of the call's deadline, in seconds, or `None` without one: the
+            most this whole step may take, however the server trickles its bytes.
         attempt: 1 for the first attempt, 2 for the first retry, …
         timeouts: The most each wait (connect, read, write, pool) may take, already capped by
             what is left of the deadline: pass them on to the HTTP library as they are.
