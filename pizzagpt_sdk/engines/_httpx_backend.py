@@ -139,7 +139,10 @@ def install(http: Any) -> list[DeadlineBackend]:
     """Give each pool of the httpx (or httpx2) client `http` a `DeadlineBackend`: the pools
     of its transport and of its proxy mounts that are httpcore's. Returns them all."""
     backends = []
-    for transport in (http._transport, *http._mounts.values()):
+    # Private attributes, read defensively: were they gone, the pools would keep their own
+    # backends (tests/test_in_flight.py's own-pool test would fail, not the client).
+    mounts = getattr(http, "_mounts", {})
+    for transport in (getattr(http, "_transport", None), *mounts.values()):
         pool: Any = getattr(transport, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
         if backend is None:
