@@ -195,25 +195,26 @@ async def outcome_of(client: Subject) -> BaseException | None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "interval", "timeout"),
+    ("mode", "interval", "timeout", "deadline"),
     [
         # One header byte every 0.2 s: each read well within its 1 s timeout, forever.
-        ("trickle-head", TRICKLE_INTERVAL, TIMEOUT),
-        # One body byte every 4 s, each within the 5 s read timeout: the deadline runs out
-        # during a read, which must not last until the byte arrives.
-        ("trickle-body", 4.0, 5.0),
+        ("trickle-head", TRICKLE_INTERVAL, TIMEOUT, DEADLINE),
+        # One body byte every 2.9 s, each within the read timeout (5 s, capped at 3 s by the
+        # deadline when the request is sent): a read that starts at 2.9 s must not last until
+        # the next byte, at 5.8 s.
+        ("trickle-body", 2.9, 5.0, 3.0),
     ],
 )
 async def test_a_trickling_server_cannot_hold_a_call_past_its_deadline(
-    make_client: MakeSubject, mode: Mode, interval: float, timeout: float
+    make_client: MakeSubject, mode: Mode, interval: float, timeout: float, deadline: float
 ) -> None:
     with holding(mode, interval) as server:
-        client = make_client(base_url=server.url, timeout=timeout, deadline=DEADLINE)
+        client = make_client(base_url=server.url, timeout=timeout, deadline=deadline)
         started = time.monotonic()
         error = await outcome_of(client)
         elapsed = time.monotonic() - started
         assert isinstance(error, APITimeoutError), repr(error)
-        assert elapsed < DEADLINE + SLACK, f"took {elapsed:.2f} s"
+        assert elapsed < deadline + SLACK, f"took {elapsed:.2f} s"
         # The half-read response cannot be reused: its connection is closed, not kept.
         await server.wait_until_all_closed(SLACK)
 
