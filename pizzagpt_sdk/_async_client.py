@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -19,7 +20,7 @@ from ._models import Answer, FinishReason, Timeout
 from ._prompt import Message, Messages
 from ._protocol import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_USER_AGENT
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy
-from ._shared import ClientState, ConversationState
+from ._shared import ClientState, ConversationState, closed_during_call
 from .engines import AsyncEngine, AsyncResponse, TransportError
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class AsyncClient(ClientState):
     ) -> None:
         self._setup("async", locals())
         self._engine: AsyncEngine
+        self._in_flight = _InFlight()
 
     def stream(self, messages: Messages, **options: Unpack[CallOptions]) -> AsyncStream:
         """Ask, and iterate over the answer as it arrives.
@@ -210,7 +212,12 @@ class AsyncClient(ClientState):
         return batch.outcome()
 
     async def aclose(self) -> None:
-        """Close the connection pool (not an `http_client` you passed in)."""
+        """Close the connection pool (not an `http_client` you passed in).
+
+        Calls in flight in other tasks end at once with `ClientClosedError`, those waiting
+        for an answer or sleeping before a retry included.
+        """
+        self._in_flight.close()
         await self._engine.aclose()
 
     async def __aenter__(self) -> Self:
@@ -230,7 +237,8 @@ class AsyncClient(ClientState):
         options: CallOptions,
         on_answer: Callable[[Answer], None] | None = None,
     ) -> AsyncStream:
-        return AsyncStream(self._engine, self._start(messages, options), on_answer)
+        call = self._start(messages, options)
+        return AsyncStream(self._engine, call, on_answer, self._in_flight)
 
     async def _map_worker(self, batch: Batch, options: CallOptions) -> None:
         while (job := batch.next_job()) is not None:
@@ -243,6 +251,29 @@ class AsyncClient(ClientState):
             except PizzaGPTError as error:
                 result = error
             batch.finished(index, result)
+
+
+class _InFlight:
+    """What `aclose()` tells the calls in flight: it cancels the step each is taking (a wait
+    for an answer, a sleep before a retry), and each call ends with `ClientClosedError`."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._steps: set[anyio.CancelScope] = set()
+
+    def close(self) -> None:
+        self.closed = True
+        for step in self._steps:
+            step.cancel()
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        with anyio.CancelScope() as scope:
+            self._steps.add(scope)
+            try:
+                yield
+            finally:
+                self._steps.discard(scope)
 
 
 class AsyncConversation(ConversationState):
@@ -295,12 +326,18 @@ class AsyncStream:
         InvalidResponseError: A 2xx answer that cannot be read.
         SecretRejectedError: The service rejected the secret.
         MisuseDetectedError: The service flagged the traffic as misuse.
+        ClientClosedError: The client was closed while the call was in flight.
     """
 
     def __init__(
-        self, engine: AsyncEngine, call: Call, on_answer: Callable[[Answer], None] | None = None
+        self,
+        engine: AsyncEngine,
+        call: Call,
+        on_answer: Callable[[Answer], None] | None = None,
+        in_flight: _InFlight | None = None,
     ) -> None:
         self._engine = engine
+        self._in_flight = in_flight or _InFlight()
         self._call = call
         self._on_answer = on_answer
         self._transcript = Transcript()
@@ -316,7 +353,8 @@ class AsyncStream:
             if self._finished:
                 raise StopAsyncIteration
             try:
-                await self._step()
+                async with self._unless_closed():
+                    await self._step()
             except BaseException:
                 await self.aclose()
                 raise
@@ -348,10 +386,25 @@ class AsyncStream:
     ) -> None:
         await self.aclose()
 
+    @contextlib.asynccontextmanager
+    async def _unless_closed(self) -> AsyncIterator[None]:
+        """One step of the call, which ends in `ClientClosedError` once the client is closed."""
+        if self._in_flight.closed:
+            raise closed_during_call()
+        try:
+            with self._in_flight.step():
+                yield
+        except Exception as exc:
+            if self._in_flight.closed:
+                raise closed_during_call() from exc
+            raise
+        if self._in_flight.closed:
+            raise closed_during_call()
+
     async def _step(self) -> None:
         action = self._call.next_action()
         if isinstance(action, Receive):
-            await self._receive()
+            await self._receive(action)
             return
         await self._close_response()
         if isinstance(action, Send):
@@ -362,24 +415,33 @@ class AsyncStream:
             await anyio.sleep(action.seconds)
 
     async def _send(self, action: Send) -> None:
+        response = None
         try:
-            self._response = await self._engine.send(
-                action.request, action.timeouts, action.max_body
-            )
+            with anyio.move_on_after(action.timeout):
+                response = await self._engine.send(action.request, action.timeouts, action.max_body)
         except TransportError as exc:
             self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        self._call.response_received(self._response.status_code, self._response.headers)
+        if response is None:  # what was left of the deadline ran out
+            self._call.timed_out()
+            return
+        self._response = response
+        self._call.response_received(response.status_code, response.headers)
 
-    async def _receive(self) -> None:
+    async def _receive(self, action: Receive) -> None:
         assert self._response is not None
+        chunk = None
         try:
-            chunk = await self._response.aread()
+            with anyio.move_on_after(action.timeout):
+                chunk = await self._response.aread()
         except TransportError as exc:
             await self._close_response()
             self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        if chunk:
+        if chunk is None:  # what was left of the deadline ran out
+            await self._close_response()
+            self._call.timed_out()
+        elif chunk:
             self._events.extend(self._call.data_received(chunk))
         else:
             await self._close_response()

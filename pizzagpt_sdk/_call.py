@@ -15,6 +15,10 @@ while not isinstance(action := call.next_action(), Done):
         # at the end yield from call.body_ended(), or call.transport_failed(exc, ...)
 ```
 
+A `Send` or `Receive` with a `timeout` must end within it, whatever the server sends or
+withholds (bytes trickled one at a time keep every per-read timeout from running out): a
+driver that stops the wait there tells the call with `call.timed_out()`.
+
 `next_action()` raises the call's final error when there is nothing more to try. The driver
 closes the response whenever the action is not `Receive`: the call may give up on a body early
 (too large, an error body read far enough, the deadline gone).
@@ -51,11 +55,12 @@ __all__ = ["Action", "Call", "Done", "Receive", "Send", "Sleep", "Transcript", "
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Send:
-    """Send `request`; no single wait (connect, write, read, pool) may exceed `timeout`.
+    """Send `request`, and wait for the response's status line and headers.
 
     Attributes:
         request: The request to send.
-        timeout: What is left of the call's deadline, in seconds, or `None` without one.
+        timeout: What is left of the call's deadline, in seconds, or `None` without one: the
+            most this whole step may take, however the server trickles its bytes.
         attempt: 1 for the first attempt, 2 for the first retry, …
         timeouts: The most each wait (connect, read, write, pool) may take, already capped by
             what is left of the deadline: pass them on to the HTTP library as they are.
@@ -85,9 +90,16 @@ class Sleep:
     after: PizzaGPTError | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Receive:
-    """Read the next chunk of the response body and feed it to the call."""
+    """Read the next chunk of the response body and feed it to the call.
+
+    Attributes:
+        timeout: What is left of the call's deadline, in seconds, or `None` without one: the
+            most this read may take.
+    """
+
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +246,8 @@ class Call:
                 max_body=raw_limit(self._max_bytes),
             )
         if self._state is _State.RECEIVING:
-            return _RECEIVE
+            remaining = self._remaining()
+            return _RECEIVE if remaining is None else Receive(timeout=remaining)
         if self._state is _State.DONE:
             return _DONE
         raise RuntimeError("after Send, call response_received() or transport_failed() first")
@@ -314,6 +327,13 @@ class Call:
             )
         error.__cause__ = cause
         self._fail(error, retryable=True)
+
+    def timed_out(self) -> None:
+        """Tell the call the wait for the last `Send` or `Receive` was stopped at its `timeout`,
+        what was left of the deadline: the call fails with `APITimeoutError`, not retried."""
+        if self._state not in (_State.SENT, _State.RECEIVING):
+            raise RuntimeError("timed_out() is only valid after Send or Receive")
+        self._fail(self._deadline_error(), retryable=False)
 
     def _delivering(self, events: list[Event]) -> list[Event]:
         # Once a chunk has reached the caller, a retry would repeat it: never retry after that.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -17,8 +19,9 @@ from ._models import Answer, FinishReason, Timeout
 from ._prompt import Message, Messages
 from ._protocol import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_USER_AGENT
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy
-from ._shared import ClientState, ConversationState
+from ._shared import ClientState, ConversationState, closed_during_call
 from .engines import Engine, Response, TransportError
+from .engines._base import MoveOnAfter
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
@@ -94,6 +97,7 @@ class Client(ClientState):
     ) -> None:
         self._setup("blocking", locals())
         self._engine: Engine
+        self._in_flight = _InFlight()
 
     def stream(self, messages: Messages, **options: Unpack[CallOptions]) -> Stream:
         """Ask, and iterate over the answer as it arrives.
@@ -214,7 +218,13 @@ class Client(ClientState):
         return batch.outcome()
 
     def close(self) -> None:
-        """Close the connection pool (not an `http_client` you passed in)."""
+        """Close the connection pool (not an `http_client` you passed in).
+
+        Calls in flight in other threads end at once with `ClientClosedError`, those waiting
+        for an answer or sleeping before a retry included (but see docs/reliability.md for
+        curl_cffi, whose transfers cannot be stopped from outside).
+        """
+        self._in_flight.close()
         self._engine.close()
 
     def __enter__(self) -> Self:
@@ -234,7 +244,8 @@ class Client(ClientState):
         options: CallOptions,
         on_answer: Callable[[Answer], None] | None = None,
     ) -> Stream:
-        return Stream(self._engine, self._start(messages, options), on_answer)
+        call = self._start(messages, options)
+        return Stream(self._engine, call, on_answer, self._in_flight)
 
     def _map_worker(self, batch: Batch, options: CallOptions) -> None:
         while (job := batch.next_job()) is not None:
@@ -247,6 +258,24 @@ class Client(ClientState):
             except PizzaGPTError as error:
                 result = error
             batch.finished(index, result)
+
+
+class _InFlight:
+    """What `close()` tells the calls in flight, from any thread: a sleep before a retry ends
+    at once, and each call ends with `ClientClosedError` (the engine's close ends its waits)."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def sleep(self, seconds: float) -> None:
+        self._closed.wait(seconds)
 
 
 class Conversation(ConversationState):
@@ -299,12 +328,18 @@ class Stream:
         InvalidResponseError: A 2xx answer that cannot be read.
         SecretRejectedError: The service rejected the secret.
         MisuseDetectedError: The service flagged the traffic as misuse.
+        ClientClosedError: The client was closed while the call was in flight.
     """
 
     def __init__(
-        self, engine: Engine, call: Call, on_answer: Callable[[Answer], None] | None = None
+        self,
+        engine: Engine,
+        call: Call,
+        on_answer: Callable[[Answer], None] | None = None,
+        in_flight: _InFlight | None = None,
     ) -> None:
         self._engine = engine
+        self._in_flight = in_flight or _InFlight()
         self._call = call
         self._on_answer = on_answer
         self._transcript = Transcript()
@@ -320,7 +355,8 @@ class Stream:
             if self._finished:
                 raise StopIteration
             try:
-                self._step()
+                with self._unless_closed():
+                    self._step()
             except BaseException:
                 self.close()
                 raise
@@ -352,10 +388,24 @@ class Stream:
     ) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _unless_closed(self) -> Iterator[None]:
+        """One step of the call, which ends in `ClientClosedError` once the client is closed."""
+        if self._in_flight.closed:
+            raise closed_during_call()
+        try:
+            yield
+        except Exception as exc:
+            if self._in_flight.closed:
+                raise closed_during_call() from exc
+            raise
+        if self._in_flight.closed:
+            raise closed_during_call()
+
     def _step(self) -> None:
         action = self._call.next_action()
         if isinstance(action, Receive):
-            self._receive()
+            self._receive(action)
             return
         self._close_response()
         if isinstance(action, Send):
@@ -363,25 +413,36 @@ class Stream:
         elif isinstance(action, Done):
             self._finished = True
         else:
-            time.sleep(action.seconds)
+            self._in_flight.sleep(action.seconds)
 
     def _send(self, action: Send) -> None:
+        response = None
         try:
-            self._response = self._engine.send(action.request, action.timeouts, action.max_body)
+            with MoveOnAfter(action.timeout):
+                response = self._engine.send(action.request, action.timeouts, action.max_body)
         except TransportError as exc:
             self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        self._call.response_received(self._response.status_code, self._response.headers)
+        if response is None:  # what was left of the deadline ran out
+            self._call.timed_out()
+            return
+        self._response = response
+        self._call.response_received(response.status_code, response.headers)
 
-    def _receive(self) -> None:
+    def _receive(self, action: Receive) -> None:
         assert self._response is not None
+        chunk = None
         try:
-            chunk = self._response.read()
+            with MoveOnAfter(action.timeout):
+                chunk = self._response.read()
         except TransportError as exc:
             self._close_response()
             self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        if chunk:
+        if chunk is None:  # what was left of the deadline ran out
+            self._close_response()
+            self._call.timed_out()
+        elif chunk:
             self._events.extend(self._call.data_received(chunk))
         else:
             self._close_response()

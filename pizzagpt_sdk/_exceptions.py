@@ -5,7 +5,8 @@ PizzaGPTError
 ├── UsageError                 the caller's mistake, raised before anything is sent
 │   ├── InvalidValueError      (also ValueError) e.g. an empty prompt, a negative max_retries
 │   ├── InvalidTypeError       (also TypeError) e.g. a message that is not a mapping
-│   └── ClientClosedError      (also RuntimeError) the client was closed
+│   └── ClientClosedError      (also RuntimeError) the client was closed, before the call or
+│                              during it (its calls in flight end with it)
 ├── APIConnectionError         the service could not be reached or the connection broke
 │   └── APITimeoutError        a timeout, or the call's total deadline, ran out
 ├── APIStatusError             any non-2xx answer: .status_code, .body (an excerpt)
@@ -63,7 +64,8 @@ class InvalidTypeError(UsageError, TypeError):
 
 
 class ClientClosedError(UsageError, RuntimeError):
-    """The client was used after `close()` / `aclose()`."""
+    """The client was used after `close()` / `aclose()`, or closed while the call was in
+    flight: waiting for an answer, reading it, or sleeping before a retry."""
 
 
 class APIConnectionError(PizzaGPTError):

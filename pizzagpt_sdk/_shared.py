@@ -17,7 +17,7 @@ from ._history import History
 from ._prompt import Message, Messages
 from .engines import open_engine
 
-__all__ = ["ClientState", "ConversationState"]
+__all__ = ["ClientState", "ConversationState", "closed_during_call"]
 
 _CONFIG_ARGUMENTS = (
     "base_url",
@@ -116,6 +116,11 @@ class ClientState:
             include_system=options.get("include_system", True),
             assistant_suffix=options.get("assistant_suffix", True),
         )
+
+
+def closed_during_call() -> ClientClosedError:
+    """The error of a call in flight when its client is closed."""
+    return ClientClosedError("the client was closed during this call: create a new one")
 
 
 class ConversationState:

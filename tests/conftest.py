@@ -185,8 +185,13 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         recorded.append(seconds)
         await anyio.lowlevel.checkpoint()
 
+    def fake_in_flight_sleep(in_flight: object, seconds: float) -> None:
+        recorded.append(seconds)
+
     monkeypatch.setattr("time.sleep", fake_sleep)
     monkeypatch.setattr("anyio.sleep", fake_async_sleep)
+    # Client sleeps before a retry in a wait that close() ends at once.
+    monkeypatch.setattr("pizzagpt_sdk._client._InFlight.sleep", fake_in_flight_sleep)
     return recorded
 
 

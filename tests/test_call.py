@@ -211,11 +211,11 @@ def test_happy_path_step_by_step(clock: FakeClock) -> None:
     )
     assert call.attempts == 1
     call.response_received(200, [("Content-Type", "application/json")])
-    assert call.next_action() == Receive()
+    assert call.next_action() == Receive(timeout=60.0)
     assert call.data_received(OK_BODY[:5]) == []
-    assert call.next_action() == Receive()
+    assert call.next_action() == Receive(timeout=60.0)
     assert call.data_received(OK_BODY[5:]) == []
-    assert call.next_action() == Receive()
+    assert call.next_action() == Receive(timeout=60.0)
     assert call.body_ended() == ANSWER
     assert call.next_action() == Done()
     assert collect(ANSWER) == Answer(text="Ciao!", finish_reason=FinishReason("stop"))
@@ -649,6 +649,26 @@ def test_a_sleep_that_fits_in_the_deadline_is_taken(clock: FakeClock) -> None:
     assert [send.timeout for send in driver.sends] == [10.0, 0.0625]
 
 
+@pytest.mark.parametrize("where", ["waiting-for-headers", "mid-body"])
+def test_a_wait_stopped_at_its_timeout_ends_the_call_at_the_deadline(
+    clock: FakeClock, where: str
+) -> None:
+    # A server trickling bytes keeps every read within its timeout: the driver stops the
+    # wait at what was left of the deadline, and the call gives up, with retries left.
+    call = make_call(clock, deadline=5, max_retries=3)
+    call.next_action()
+    if where == "mid-body":
+        clock.advance(2)
+        call.response_received(200, JSON)
+        assert call.next_action() == Receive(timeout=3.0)
+        call.data_received(OK_BODY[:1])
+    clock.advance(5)
+    call.timed_out()
+    with pytest.raises(APITimeoutError, match=r"the call's deadline of 5 s ran out after 1 "):
+        call.next_action()
+    assert call.attempts == 1
+
+
 def test_the_deadline_running_out_while_receiving(clock: FakeClock) -> None:
     call = make_call(clock, deadline=5, max_retries=3)
     assert call.next_action() == Send(
@@ -656,10 +676,10 @@ def test_the_deadline_running_out_while_receiving(clock: FakeClock) -> None:
     )
     clock.advance(1)
     call.response_received(200, JSON)
-    assert call.next_action() == Receive()
+    assert call.next_action() == Receive(timeout=4.0)
     call.data_received(OK_BODY[:10])
     clock.advance(3.5)
-    assert call.next_action() == Receive()  # half a second left
+    assert call.next_action() == Receive(timeout=0.5)  # each read may take what is left
     call.data_received(OK_BODY[10:20])
     clock.advance(0.5)
     with pytest.raises(
@@ -795,6 +815,7 @@ METHODS: dict[str, Callable[[Call], object]] = {
     "data_received": lambda call: call.data_received(OK_BODY),
     "body_ended": lambda call: call.body_ended(),
     "transport_failed": lambda call: call.transport_failed(OSError(), timeout=False),
+    "timed_out": lambda call: call.timed_out(),
 }
 
 
@@ -813,6 +834,8 @@ METHODS: dict[str, Callable[[Call], object]] = {
         ("done", "data_received", r"data_received\(\) is not valid now .*DONE"),
         ("done", "body_ended", r"body_ended\(\) is not valid now .*DONE"),
         ("done", "transport_failed", r"transport_failed\(\) is only valid after Send or Receive"),
+        ("ready", "timed_out", r"timed_out\(\) is only valid after Send or Receive"),
+        ("done", "timed_out", r"timed_out\(\) is only valid after Send or Receive"),
         ("failed", "response_received", r"response_received\(\) is not valid now .*FAILED"),
         ("failed", "data_received", r"data_received\(\) .*FAILED"),
         ("failed", "body_ended", r"body_ended\(\) .*FAILED"),

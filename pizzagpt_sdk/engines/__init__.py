@@ -13,7 +13,7 @@ none of the optional libraries; each engine class loads its own on first use.
 
 To add an engine, subclass `Engine` or `AsyncEngine` (and `Response` or `AsyncResponse`): send,
 hand back status, headers and body chunks, close, and raise `TransportError` from the library's
-errors. `docs/engines.md` says more.
+errors; a blocking engine also bounds each wait by `time_left()`. `docs/engines.md` says more.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pizzagpt_sdk._config import ENGINES
 from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError, UsageError
 
-from ._base import AsyncEngine, AsyncResponse, Engine, Response, TransportError
+from ._base import AsyncEngine, AsyncResponse, Engine, Response, TransportError, time_left
 
 if TYPE_CHECKING:
     from pizzagpt_sdk._config import Config
@@ -48,6 +48,7 @@ __all__ = [
     "HttpxEngine",
     "Response",
     "TransportError",
+    "time_left",
 ]
 
 # name: (module, blocking class, async class, the library's import name)

@@ -13,7 +13,10 @@ import abc
 import functools
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pizzagpt_sdk._decoding import accept_encoding
@@ -28,8 +31,10 @@ __all__ = [
     "AsyncEngine",
     "AsyncResponse",
     "Engine",
+    "MoveOnAfter",
     "Response",
     "TransportError",
+    "time_left",
 ]
 
 
@@ -60,6 +65,77 @@ class TransportError(Exception):
 
 def _rebuild_transport_error(message: str, timeout: bool) -> TransportError:
     return TransportError(message, timeout=timeout)
+
+
+class _EndsAt(threading.local):
+    """When the blocking engine call in progress in this thread must end (`time.monotonic()`),
+    or `None`: set by `MoveOnAfter`, read by `time_left()`."""
+
+    value: float | None = None
+
+
+_ENDS_AT = _EndsAt()
+
+
+def time_left() -> float | None:
+    """What is left of the time the blocking drive loop gave the engine call in progress in
+    this thread (the core's `Send.timeout` or `Receive.timeout`: what is left of the deadline).
+
+    A library that takes one timeout per read lets a server that trickles bytes hold a call
+    for as long as it likes, each read well within its timeout: a blocking engine bounds every
+    wait by this as well (the httpx engines' network streams do), and raises its timeout error
+    when nothing is left. Async engines need not: the async drive loop cancels the wait itself.
+
+    Returns:
+        Seconds, 0.0 once the time is up; `None` for no limit (or outside a blocking call).
+    """
+    ends_at = _ENDS_AT.value
+    return None if ends_at is None else max(0.0, ends_at - time.monotonic())
+
+
+class MoveOnAfter:
+    """The blocking twin of `anyio.move_on_after`, for the blocking drive loop.
+
+    A blocking wait cannot be cancelled from outside: for `seconds`, the engine call inside
+    bounds its own waits by `time_left()`, and the timeout it then raises (a `TransportError`
+    with `timeout=True`, once the time is up) is caught here and `cancelled_caught` set.
+
+    Args:
+        seconds: The most the engine call may take; `None` for no limit.
+    """
+
+    # A timer may end a wait a hair before the instant asked for (rounded to its resolution).
+    _EARLY = 0.001
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+        self._ends_at: float | None = None
+        self._outer: float | None = None
+        #: Whether the time ran out, and the engine's timeout was caught.
+        self.cancelled_caught = False
+
+    def __enter__(self) -> MoveOnAfter:
+        if self._seconds is not None:
+            self._ends_at = time.monotonic() + self._seconds
+        self._outer, _ENDS_AT.value = _ENDS_AT.value, self._ends_at
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        _ENDS_AT.value = self._outer
+        if (
+            isinstance(exc, TransportError)
+            and exc.timeout
+            and self._ends_at is not None
+            and time.monotonic() >= self._ends_at - self._EARLY
+        ):
+            self.cancelled_caught = True
+            return True
+        return False
 
 
 class Response(abc.ABC):

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import ssl
+import threading
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -190,22 +192,59 @@ class CurlCffiEngine(_CurlBase, Engine):
             engine), used as it is and never closed by the SDK.
     """
 
+    # curl_cffi's blocking session keeps a curl handle, and its connections, per thread, and its
+    # close() closes the closing thread's only. So the engine keeps the handles its calls used,
+    # and close() closes them; a handle in a transfer cannot be touched from another thread
+    # (curl has no way to stop a transfer from outside), so its own thread closes it after.
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._lock = threading.Lock()
+        self._handles: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._busy: set[Any] = set()
+
     def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
         body = _Body(max_body)
+        session = self._session()
+        with self._lock:
+            if self._closed:
+                raise TransportError("the client was closed")
+            handle = session.curl  # this thread's
+            if self._owns:
+                self._handles.add(handle)
+                self._busy.add(handle)
         try:
-            response = self._session().request(
+            response = session.request(
                 request.method, request.url, **self._arguments(request, timeout, body)
             )
         except CurlError as exc:
             response = _received(body, exc)
             if response is None:
                 raise _error(exc) from exc
+        finally:
+            with self._lock:
+                self._busy.discard(handle)
+                closed_meanwhile = self.is_closed and self._owns
+            if closed_meanwhile:
+                handle.close()
         return _CurlResponse(response, self._headers(response), body)
 
     def close(self) -> None:
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            idle = [handle for handle in self._handles if handle not in self._busy]
         if self._owns:
+            for handle in idle:
+                handle.close()
             self._http.close()
+
+    def _session(self) -> Any:
+        pid = self._pid
+        session = super()._session()
+        if pid != self._pid:  # forked: the parent's handles are not the child's to close
+            self._handles = weakref.WeakSet()
+            self._busy = set()
+        return session
 
 
 class _CurlResponse(Response):

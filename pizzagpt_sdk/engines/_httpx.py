@@ -28,6 +28,7 @@ from ._base import (
     TransportError,
     sent_headers,
 )
+from ._httpx_backend import DeadlineBackend, install
 
 if TYPE_CHECKING:
     from pizzagpt_sdk._models import Timeout
@@ -142,6 +143,16 @@ class HttpxEngine(_HttpxBase, Engine):
             `os.fork()`. Environment proxies do not apply to it.
     """
 
+    # The pools' network backends, which bound each wait by the call's deadline and let
+    # close() wake a call waiting in another thread (see `_httpx_backend.py`); none in your
+    # own http_client, which the SDK leaves as it is.
+    _backends: list[DeadlineBackend] | tuple[()] = ()
+
+    def _new_http(self) -> Any:
+        http = super()._new_http()
+        self._backends = install(http)
+        return http
+
     def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
         built = self._build(request, timeout)
         try:
@@ -153,6 +164,8 @@ class HttpxEngine(_HttpxBase, Engine):
     def close(self) -> None:
         self._closed = True
         if self._owns:
+            for backend in self._backends:
+                backend.shut_down()
             self._http.close()
 
 
