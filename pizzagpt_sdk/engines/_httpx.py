@@ -75,8 +75,10 @@ class _HttpxBase:
         if transport is not None and proxy is not None:
             raise InvalidValueError("give the proxy to your transport, not to the SDK")
         # Over plain HTTP no TLS context is needed: building one loads the CA bundle (~100 ms,
-        # and ~0.8 MB), for each small pool of the async engine too.
-        self._verify = _ssl_context(module, verify) if tls else False
+        # and ~0.8 MB), for each small pool of the async engine too. Nor with a caller's
+        # transport or client, which bring their own (the fake's in-process one needs none).
+        own_pool = transport is None and http_client is None
+        self._verify = _ssl_context(module, verify) if tls and own_pool else False
         self._proxy = proxy
         self._max_connections = max_connections
         self._transport = transport
