@@ -117,9 +117,7 @@ class _HttpxBase:
             url,
             headers=headers,
             content=request.body,
-            timeout=self._module.Timeout(
-                connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
-            ),
+            timeout=_timeout(self._module, timeout),
         )
         # httpx sends a bytes body through an async generator, left suspended when a write fails
         # (a server that hangs up): trio warns when it is collected (encode/httpx#3686).
@@ -341,6 +339,16 @@ def _target(module: ModuleType, url: str, headers: tuple[tuple[str, str], ...]) 
     """The library's URL and headers for the core's, parsed once: parsing them is about a third
     of building an httpx request (benchmarks/). httpx copies the headers and never changes these."""
     return module.URL(url), module.Headers(sent_headers(headers))
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout(module: ModuleType, timeout: Timeout) -> Any:
+    """The core's timeouts as the library's, made once for each value (httpx checks each
+    argument as it builds one): a call whose deadline is far off gets the client's own
+    timeouts, the same value call after call. httpx only reads it."""
+    return module.Timeout(
+        connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
+    )
 
 
 class _Body:
