@@ -99,7 +99,7 @@ Ask PizzaGPT (www.pizzagpt.it, gpt-4o-mini) and stream its answer to stdout.
                                     JSON lines out, in input order, progress on stderr
   pizzagpt fake [--port 8080]       serve the fake PizzaGPT for your own scripts (--help)
   pizzagpt -- chat                  ask the word "chat" itself
-  pizzagpt --offline "Hi"           ask the built-in fake on 127.0.0.1: no network needed
+  pizzagpt --offline "Hi"           ask the built-in fake, in process: no network needed
   pizzagpt serve                    an OpenAI-compatible API on 127.0.0.1:8000/v1
 
 A refusal is the model's answer, not an error: it is printed as "[refusal] ..." and the exit
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("the question is empty: give it as an argument, or on stdin")
         prompts = _read_prompts(args.file, args.system) if mode == "batch" else {}
         with contextlib.ExitStack() as stack:
-            client = stack.enter_context(_connect(args, stack))
+            client = stack.enter_context(_connect(args))
             options = CallOptions(model=args.model, search=args.search or None)
             if mode == "chat":
                 return _chat(
@@ -215,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--offline",
         action="store_true",
-        help="start the built-in fake PizzaGPT on 127.0.0.1 and ask it (a demo, a smoke test)",
+        help="ask the built-in fake PizzaGPT, in process, no network (a demo, a smoke test)",
     )
     connection.add_argument(
         "--secret",
@@ -295,18 +295,18 @@ def _positive(text: str) -> int:
     return value
 
 
-def _connect(args: argparse.Namespace, stack: contextlib.ExitStack) -> Client:
+def _connect(args: argparse.Namespace) -> Client:
     settings: dict[str, Any] = {"timeout": args.timeout, "max_retries": args.max_retries}
     if args.secret:
         settings["secret"] = args.secret
     if not args.offline:
         return Client(base_url=args.base_url, **settings)
-    # Imported here: only --offline needs the fake and its server.
+    # Imported here: only --offline needs the fake. It answers in process, through its httpx
+    # transport: no socket and no server thread, so the demo never leaves the process, and
+    # nothing imports httpcore (which imports trio where trio is installed: ~200 ms).
     from .testing import FakePizzaGPT
 
-    server = stack.enter_context(FakePizzaGPT().serve())
-    # The server's own client ignores proxy settings: the demo never leaves 127.0.0.1.
-    return server.client(**settings)
+    return FakePizzaGPT().client(**settings)
 
 
 def _read_question(question: str | None) -> str:

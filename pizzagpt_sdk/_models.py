@@ -82,8 +82,20 @@ class Timeout:
         """These timeouts, none longer than `cap` (what is left of a deadline; `None`: no cap)."""
         if cap is None:
             return self
-        values = (self.connect, self.read, self.write, self.pool)
-        if all(value is not None and value <= cap for value in values):
+        # Once per attempt: written out, without a generator (a call's default timeouts are
+        # shorter than its deadline, so this is most often `self`).
+        connect, read, write, pool = self.connect, self.read, self.write, self.pool
+        if (
+            connect is not None
+            and read is not None
+            and write is not None
+            and pool is not None
+            and max(connect, read, write, pool) <= cap
+        ):
             return self
-        connect, read, write, pool = (cap if v is None else min(v, cap) for v in values)
-        return Timeout(connect=connect, read=read, write=write, pool=pool)
+        return Timeout(
+            connect=cap if connect is None else min(connect, cap),
+            read=cap if read is None else min(read, cap),
+            write=cap if write is None else min(write, cap),
+            pool=cap if pool is None else min(pool, cap),
+        )

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from typing import Any, TypeAlias
+from json.encoder import encode_basestring_ascii as _json_string
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from ._decoding import ContentDecoder, DecodingError, raw_limit
@@ -64,6 +65,7 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _EXCERPT_CHARS = 300
 # protocol.md: match the start case-insensitively; the casing after the first words varies.
 _MISUSE_PREFIX = "misuse detected"
+_TEXT_OR_NULL = (str, type(None))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,23 +181,25 @@ class Settings:
             raise InvalidTypeError(f"prompt must be a string, not {type(prompt).__name__}")
         if not prompt.strip():
             raise InvalidValueError("the prompt is empty or only white space")
-        body: dict[str, Any] = {"question": prompt}
+        # json.dumps with its defaults is byte for byte what aiohttp's `json=` sends for gpt4free:
+        # `{"question": "..."}`, then the optional fields in this order, ASCII only. Written with
+        # json's own string encoder, which dumps() uses, without dumps()'s machinery per call.
+        body = '{"question": ' + _json_string(prompt)
         if model is not None:
             if not isinstance(model, str):
                 raise InvalidTypeError(f"model must be a string, not {type(model).__name__}")
             if not model.strip():
                 raise InvalidValueError("model is empty: leave it out or use 'gpt-4o-mini'")
-            body["model"] = model
+            body += ', "model": ' + _json_string(model)
         if search is not None:
             if not isinstance(search, bool):
                 raise InvalidTypeError(f"search must be True, False or None, not {search!r}")
-            body["searchEnabled"] = search
-        # json.dumps with its defaults is byte for byte what aiohttp's `json=` sends for gpt4free.
+            body += ', "searchEnabled": true' if search else ', "searchEnabled": false'
         return Request(
             method="POST",
             url=self._url,
             headers=self._headers,
-            body=json.dumps(body).encode("ascii"),
+            body=(body + "}").encode("ascii"),
         )
 
 
@@ -275,6 +279,7 @@ class ResponseReader:
     ) -> None:
         self.url = url
         self.status_code = status_code
+        self._ok = 200 <= status_code < 300
         self._headers = {name.lower(): value for name, value in headers}
         self._max_bytes = max_bytes
         self._now = now
@@ -286,11 +291,11 @@ class ResponseReader:
         try:
             self._decoder = ContentDecoder(self._headers.get("content-encoding", ""))
         except DecodingError as exc:
-            if self.ok:
+            if self._ok:
                 raise self._invalid(f"a body the SDK cannot decode: {exc}", b"") from None
             self._undecodable = str(exc)  # the status error says more; it says this too
         declared = self._headers.get("content-length", "")
-        if self.ok and declared.isascii() and declared.isdigit():
+        if self._ok and declared.isascii() and declared.isdigit():
             # The declared length is the coded one, which may be a little over the decoded.
             coded = self._decoder is not None and not self._decoder.identity
             most = raw_limit(max_bytes) - 1 if coded else max_bytes
@@ -303,7 +308,7 @@ class ResponseReader:
     @property
     def ok(self) -> bool:
         """Whether the status is 2xx."""
-        return 200 <= self.status_code < 300
+        return self._ok
 
     def feed(self, data: bytes) -> list[Event]:
         """Take the next bytes of the body.
@@ -322,7 +327,7 @@ class ResponseReader:
         # decode to gigabytes, and decoding stops as soon as the limit is passed.
         if self._decoder is None:
             return []  # an error body in a coding the SDK cannot decode: only its status counts
-        limit = self._max_bytes + 1 if self.ok else _ERROR_BODY_LIMIT
+        limit = self._max_bytes + 1 if self._ok else _ERROR_BODY_LIMIT
         try:
             for piece in self._decoder.feed(data):
                 self._buffer += piece[: limit - len(self._buffer)]
@@ -332,7 +337,7 @@ class ResponseReader:
             raise self._undecoded(exc) from None
         if len(self._buffer) < limit:
             return []
-        if not self.ok:
+        if not self._ok:
             raise self._status_error()
         what = "arrived" if self._decoder.identity else "came out of its decoding"
         raise self._too_large(f"more than {self._max_bytes:,} bytes {what}")
@@ -351,7 +356,7 @@ class ResponseReader:
             SecretRejectedError: The older servers' rejected-secret signal.
             MisuseDetectedError: The service's misuse-detection answer.
         """
-        if not self.ok:
+        if not self._ok:
             raise self._status_error()
         assert self._decoder is not None
         try:
@@ -392,10 +397,10 @@ class ResponseReader:
         if citations is None:
             citations = []
         if (
-            not isinstance(content, (str, type(None)))
-            or not isinstance(refusal, (str, type(None)))
+            not isinstance(content, _TEXT_OR_NULL)
+            or not isinstance(refusal, _TEXT_OR_NULL)
             or not isinstance(citations, list)
-            or not all(isinstance(item, str) for item in citations)
+            or (citations and not all(isinstance(item, str) for item in citations))
         ):
             raise self._invalid(
                 "JSON of an unexpected shape (content and refusal must be strings or null, "
@@ -404,7 +409,9 @@ class ResponseReader:
             )
         content = content or ""
         refusal = refusal if refusal and refusal.strip() else None
-        if content.lstrip().lower().startswith(_MISUSE_PREFIX):
+        # Only the start is lowered, not a long answer (no character lowers to none, so the
+        # prefix's length of characters is enough).
+        if content.lstrip()[: len(_MISUSE_PREFIX)].lower() == _MISUSE_PREFIX:
             raise MisuseDetectedError(
                 f"PizzaGPT flagged this traffic as misuse: {content!r}. It is not transient: "
                 "slow down, or contact the service",
@@ -413,9 +420,10 @@ class ResponseReader:
                 body=_excerpt(body),
                 content=content,
             )
-        if not content.strip() and not refusal:
+        has_text = bool(content.strip())
+        if not has_text and not refusal:
             raise self._invalid("an answer with neither content nor refusal", body)
-        events: list[Event] = [content] if content.strip() else []
+        events: list[Event] = [content] if has_text else []
         events.append(
             FinishReason(
                 "refusal" if refusal else "stop",
@@ -461,7 +469,7 @@ class ResponseReader:
         return bytes(self._buffer[: _EXCERPT_CHARS * 4])
 
     def _undecoded(self, error: DecodingError) -> PizzaGPTError:
-        if not self.ok:
+        if not self._ok:
             self._undecodable = str(error)
             return self._status_error()
         return self._invalid(f"a body the SDK cannot decode: {error}", self._head())

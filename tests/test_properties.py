@@ -312,3 +312,23 @@ def test_any_messages_flatten_or_raise_the_documented_validation_error(
     # A prompt that flattens can always be sent: the body carries it exactly.
     request = CoreSettings().build_request(prompt)
     assert json.loads(request.body) == {"question": prompt}
+
+
+@PROPERTY
+@given(
+    prompt=st.text(min_size=1).filter(str.strip),
+    model=st.none() | st.text(min_size=1).filter(str.strip),
+    search=st.none() | st.booleans(),
+)
+@example(prompt='"\\\n\t\x00\x7f\u2028 è 🍕', model="gpt-4o-mini", search=False)
+def test_any_body_is_byte_for_byte_what_json_dumps_gives(
+    prompt: str, model: str | None, search: bool | None
+) -> None:
+    # protocol.md: the body gpt4free's provider sends, json.dumps with its defaults.
+    fields: dict[str, Any] = {"question": prompt}
+    if model is not None:
+        fields["model"] = model
+    if search is not None:
+        fields["searchEnabled"] = search
+    request = CoreSettings().build_request(prompt, model=model, search=search)
+    assert request.body == json.dumps(fields).encode()

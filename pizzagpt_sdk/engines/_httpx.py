@@ -75,8 +75,10 @@ class _HttpxBase:
         if transport is not None and proxy is not None:
             raise InvalidValueError("give the proxy to your transport, not to the SDK")
         # Over plain HTTP no TLS context is needed: building one loads the CA bundle (~100 ms,
-        # and ~0.8 MB), for each small pool of the async engine too.
-        self._verify = _ssl_context(module, verify) if tls else False
+        # and ~0.8 MB), for each small pool of the async engine too. Nor with a caller's
+        # transport or client, which bring their own (the fake's in-process one needs none).
+        own_pool = transport is None and http_client is None
+        self._verify = _ssl_context(module, verify) if tls and own_pool else False
         self._proxy = proxy
         self._max_connections = max_connections
         self._transport = transport
@@ -115,9 +117,7 @@ class _HttpxBase:
             url,
             headers=headers,
             content=request.body,
-            timeout=self._module.Timeout(
-                connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
-            ),
+            timeout=_timeout(self._module, timeout),
         )
         # httpx sends a bytes body through an async generator, left suspended when a write fails
         # (a server that hangs up): trio warns when it is collected (encode/httpx#3686).
@@ -339,6 +339,16 @@ def _target(module: ModuleType, url: str, headers: tuple[tuple[str, str], ...]) 
     """The library's URL and headers for the core's, parsed once: parsing them is about a third
     of building an httpx request (benchmarks/). httpx copies the headers and never changes these."""
     return module.URL(url), module.Headers(sent_headers(headers))
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout(module: ModuleType, timeout: Timeout) -> Any:
+    """The core's timeouts as the library's, made once for each value (httpx checks each
+    argument as it builds one): a call whose deadline is far off gets the client's own
+    timeouts, the same value call after call. httpx only reads it."""
+    return module.Timeout(
+        connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
+    )
 
 
 class _Body:

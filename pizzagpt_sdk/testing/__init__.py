@@ -24,10 +24,14 @@ import this module, and this module does not import pytest.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._fake import ENDPOINT_PATH, FakePizzaGPT, RecordedRequest
 from ._reply import CITATIONS, MISUSE_CONTENT, Reply, Shape
-from ._server import FakeServer
 from ._transport import FakeTransport
+
+if TYPE_CHECKING:
+    from ._server import FakeServer
 
 __all__ = [
     "CITATIONS",
@@ -40,3 +44,13 @@ __all__ = [
     "Reply",
     "Shape",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The server (http.server, sockets, threads) is imported when first asked for: the
+    # in-process fake, `pizzagpt --offline` among its users, does not need it.
+    if name == "FakeServer":
+        from ._server import FakeServer
+
+        return FakeServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

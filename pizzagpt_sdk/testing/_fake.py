@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -23,8 +23,10 @@ from pizzagpt_sdk._client import Client
 from pizzagpt_sdk._protocol import DEFAULT_BASE_URL
 
 from ._reply import Reply, Response, Shape, check_shape, render
-from ._server import FakeServer
 from ._transport import FakeTransport
+
+if TYPE_CHECKING:
+    from ._server import FakeServer
 
 __all__ = ["ENDPOINT_PATH", "FakePizzaGPT", "RecordedRequest"]
 
@@ -206,6 +208,8 @@ class FakePizzaGPT:
             The server, not yet started: `with fake.serve() as server:` starts it (on a free
             port unless given one) and stops it at the end of the block.
         """
+        from ._server import FakeServer  # here: the in-process fake needs no server
+
         return FakeServer(self, host=host, port=port, ssl_context=ssl_context)
 
     @asynccontextmanager
@@ -217,6 +221,8 @@ class FakePizzaGPT:
         Yields:
             The running server; it stops when the block ends, even when it is cancelled.
         """
+        from ._server import FakeServer
+
         server = FakeServer(self)
         await anyio.to_thread.run_sync(server.start)
         try:
