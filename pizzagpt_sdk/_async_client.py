@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -254,26 +253,61 @@ class AsyncClient(ClientState):
 
 
 class _InFlight:
-    """What `aclose()` tells the calls in flight: it cancels the step each is taking (a wait
-    for an answer, a sleep before a retry), and each call ends with `ClientClosedError`."""
+    """What `aclose()` tells the calls in flight: it cancels the wait each is in (for an
+    answer, a sleep before a retry), and each call ends with `ClientClosedError`."""
 
     def __init__(self) -> None:
         self.closed = False
-        self._steps: set[anyio.CancelScope] = set()
+        self.scopes: set[anyio.CancelScope] = set()
 
     def close(self) -> None:
         self.closed = True
-        for step in self._steps:
-            step.cancel()
+        for scope in self.scopes:
+            scope.cancel()
 
-    @contextlib.contextmanager
-    def step(self) -> Iterator[None]:
-        with anyio.CancelScope() as scope:
-            self._steps.add(scope)
-            try:
-                yield
-            finally:
-                self._steps.discard(scope)
+    def wait(self, seconds: float | None) -> _Wait:
+        """One wait for the engine, of at most `seconds`."""
+        return _Wait(self, seconds)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep before a retry, unless the client is closed meanwhile."""
+        with self.wait(None):
+            await anyio.sleep(seconds)
+
+
+class _Wait:
+    """One wait for the engine: cancelled after `seconds` (what is left of the deadline, and
+    then `timed_out`), and ended with `ClientClosedError` if the client is (or gets) closed.
+    One cancel scope does both: they cost several microseconds each."""
+
+    __slots__ = ("_in_flight", "_scope")
+
+    def __init__(self, in_flight: _InFlight, seconds: float | None) -> None:
+        if in_flight.closed:
+            raise closed_during_call()
+        self._in_flight = in_flight
+        self._scope = anyio.CancelScope() if seconds is None else anyio.move_on_after(seconds)
+
+    @property
+    def timed_out(self) -> bool:
+        return self._scope.cancelled_caught
+
+    def __enter__(self) -> Self:
+        self._scope.__enter__()
+        self._in_flight.scopes.add(self._scope)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._in_flight.scopes.discard(self._scope)
+        swallowed = bool(self._scope.__exit__(exc_type, exc, tb))
+        if self._in_flight.closed and (swallowed or exc is None or isinstance(exc, Exception)):
+            raise closed_during_call() from (None if swallowed else exc)
+        return swallowed
 
 
 class AsyncConversation(ConversationState):
@@ -353,8 +387,7 @@ class AsyncStream:
             if self._finished:
                 raise StopAsyncIteration
             try:
-                async with self._unless_closed():
-                    await self._step()
+                await self._step()
             except BaseException:
                 await self.aclose()
                 raise
@@ -386,21 +419,6 @@ class AsyncStream:
     ) -> None:
         await self.aclose()
 
-    @contextlib.asynccontextmanager
-    async def _unless_closed(self) -> AsyncIterator[None]:
-        """One step of the call, which ends in `ClientClosedError` once the client is closed."""
-        if self._in_flight.closed:
-            raise closed_during_call()
-        try:
-            with self._in_flight.step():
-                yield
-        except Exception as exc:
-            if self._in_flight.closed:
-                raise closed_during_call() from exc
-            raise
-        if self._in_flight.closed:
-            raise closed_during_call()
-
     async def _step(self) -> None:
         action = self._call.next_action()
         if isinstance(action, Receive):
@@ -412,17 +430,16 @@ class AsyncStream:
         elif isinstance(action, Done):
             self._finished = True
         else:
-            await anyio.sleep(action.seconds)
+            await self._in_flight.sleep(action.seconds)
 
     async def _send(self, action: Send) -> None:
-        response = None
         try:
-            with anyio.move_on_after(action.timeout):
+            with self._in_flight.wait(action.timeout) as wait:
                 response = await self._engine.send(action.request, action.timeouts, action.max_body)
         except TransportError as exc:
             self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        if response is None:  # what was left of the deadline ran out
+        if wait.timed_out:  # what was left of the deadline ran out
             self._call.timed_out()
             return
         self._response = response
@@ -430,15 +447,14 @@ class AsyncStream:
 
     async def _receive(self, action: Receive) -> None:
         assert self._response is not None
-        chunk = None
         try:
-            with anyio.move_on_after(action.timeout):
+            with self._in_flight.wait(action.timeout) as wait:
                 chunk = await self._response.aread()
         except TransportError as exc:
             await self._close_response()
             self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        if chunk is None:  # what was left of the deadline ran out
+        if wait.timed_out:  # what was left of the deadline ran out
             await self._close_response()
             self._call.timed_out()
         elif chunk:

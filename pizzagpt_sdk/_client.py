@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -274,8 +273,44 @@ class _InFlight:
     def close(self) -> None:
         self._closed.set()
 
+    def wait(self, seconds: float | None) -> _Wait:
+        """One wait for the engine, of at most `seconds`."""
+        return _Wait(self, seconds)
+
     def sleep(self, seconds: float) -> None:
-        self._closed.wait(seconds)
+        """Sleep before a retry, unless the client is closed meanwhile."""
+        if self._closed.wait(seconds):
+            raise closed_during_call()
+
+
+class _Wait(MoveOnAfter):
+    """One wait for the engine: stopped after `seconds` (what is left of the deadline, and
+    then `timed_out`), and ended with `ClientClosedError` if the client is (or gets) closed."""
+
+    def __init__(self, in_flight: _InFlight, seconds: float | None) -> None:
+        if in_flight.closed:
+            raise closed_during_call()
+        super().__init__(seconds)
+        self._in_flight = in_flight
+
+    @property
+    def timed_out(self) -> bool:
+        return self.cancelled_caught
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        swallowed = super().__exit__(exc_type, exc, tb)
+        if self._in_flight.closed and (swallowed or exc is None or isinstance(exc, Exception)):
+            raise closed_during_call() from (None if swallowed else exc)
+        return swallowed
 
 
 class Conversation(ConversationState):
@@ -355,8 +390,7 @@ class Stream:
             if self._finished:
                 raise StopIteration
             try:
-                with self._unless_closed():
-                    self._step()
+                self._step()
             except BaseException:
                 self.close()
                 raise
@@ -388,20 +422,6 @@ class Stream:
     ) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def _unless_closed(self) -> Iterator[None]:
-        """One step of the call, which ends in `ClientClosedError` once the client is closed."""
-        if self._in_flight.closed:
-            raise closed_during_call()
-        try:
-            yield
-        except Exception as exc:
-            if self._in_flight.closed:
-                raise closed_during_call() from exc
-            raise
-        if self._in_flight.closed:
-            raise closed_during_call()
-
     def _step(self) -> None:
         action = self._call.next_action()
         if isinstance(action, Receive):
@@ -416,14 +436,13 @@ class Stream:
             self._in_flight.sleep(action.seconds)
 
     def _send(self, action: Send) -> None:
-        response = None
         try:
-            with MoveOnAfter(action.timeout):
+            with self._in_flight.wait(action.timeout) as wait:
                 response = self._engine.send(action.request, action.timeouts, action.max_body)
         except TransportError as exc:
             self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        if response is None:  # what was left of the deadline ran out
+        if wait.timed_out:  # what was left of the deadline ran out
             self._call.timed_out()
             return
         self._response = response
@@ -431,15 +450,14 @@ class Stream:
 
     def _receive(self, action: Receive) -> None:
         assert self._response is not None
-        chunk = None
         try:
-            with MoveOnAfter(action.timeout):
+            with self._in_flight.wait(action.timeout) as wait:
                 chunk = self._response.read()
         except TransportError as exc:
             self._close_response()
             self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
-        if chunk is None:  # what was left of the deadline ran out
+        if wait.timed_out:  # what was left of the deadline ran out
             self._close_response()
             self._call.timed_out()
         elif chunk:
