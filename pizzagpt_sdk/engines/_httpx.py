@@ -140,6 +140,7 @@ class HttpxEngine(_HttpxBase, Engine):
             response = self._http.send(built, stream=True)
         except self._module.RequestError as exc:
             raise self._error(exc) from exc
+        response.stream = _guard_class(self._module)(response.stream)
         return _HttpxResponse(self, response)
 
     def close(self) -> None:
@@ -222,6 +223,7 @@ class AsyncHttpxEngine(_HttpxBase, AsyncEngine):
             response = await self._http.send(built, stream=True)
         except self._module.RequestError as exc:
             raise self._error(exc) from exc
+        response.stream = _guard_class(self._module)(response.stream)
         return _AsyncHttpxResponse(self, response)
 
     async def aclose(self) -> None:
@@ -271,6 +273,70 @@ async def _abandon(chunks: AsyncIterator[bytes], errors: type[Exception]) -> Non
         scope.cancel()
         while await anext(chunks, None) is not None:
             pass
+
+
+class _Guard:
+    """A response body whose connection is not reused when bytes came after the response.
+
+    httpcore (1.0.9, and httpcore2 as httpx2 bundles it) reads the socket 64 KiB at a time. When
+    a response ends, whatever arrived after it stays in h11's buffer (`h11.Connection.
+    trailing_data`), and `start_next_cycle()` carries it over: the next request on that
+    connection reads it as its own response, and gets another call's answer (RFC 9112 §9.2:
+    a response that arrives with no request outstanding must not be taken as one). Bytes that
+    arrive once the connection is idle are httpcore's to catch: its pool polls an idle socket
+    before reusing it (`has_expired()`). So on close, before the connection goes back to the
+    pool, bytes left in h11's buffer mark it failed (`send_failed()`, h11's own way to make a
+    connection unusable), and httpcore's own close path then closes it instead of reusing it.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._stream)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # The body's own iterator: one more suspended generator would be one more for trio to
+        # warn about when a body is given up (see _abandon).
+        return self._stream.__aiter__()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        _refuse_reuse_after_trailing_bytes(self._stream)
+        self._stream.close()
+
+    async def aclose(self) -> None:
+        _refuse_reuse_after_trailing_bytes(self._stream)
+        await self._stream.aclose()
+
+
+@functools.cache
+def _guard_class(module: ModuleType) -> type[_Guard]:
+    """`_Guard` as the library's own byte stream (its responses check the type)."""
+    return type("_Guard", (_Guard, module.SyncByteStream, module.AsyncByteStream), {})
+
+
+def _refuse_reuse_after_trailing_bytes(stream: object) -> None:
+    """Mark the HTTP/1.1 connection under `stream` failed if h11 holds bytes past the response.
+
+    httpcore exposes neither the connection nor h11's state, so this walks the body's wrappers
+    (httpx's, httpcore's pool's, the SDK's small pools') down to the connection. Where there is
+    no h11 connection (HTTP/2, a mock transport, a library whose layout changed), it does
+    nothing: httpcore's own behaviour.
+    """
+    for _ in range(8):
+        h11_state = getattr(stream, "_h11_state", None)
+        if h11_state is not None:
+            if getattr(h11_state, "trailing_data", (b"",))[0]:
+                h11_state.send_failed()
+            return
+        stream = next(
+            (
+                getattr(stream, name)
+                for name in ("_stream", "_httpcore_stream", "_connection")
+                if hasattr(stream, name)
+            ),
+            None,
+        )
 
 
 @functools.cache
