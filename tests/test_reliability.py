@@ -677,9 +677,9 @@ def test_ctrl_c_at_random_points_of_many_sync_calls_leaves_nothing_in_use(engine
             client = make_client("Client", server.url, engine=engine, timeout=5, max_retries=0)
             assert isinstance(client, Client)
             with client:
-                # Delays up to twice what a call takes on this machine now, so that about half
-                # the calls are interrupted, at points spread over the whole call, however busy
-                # the machine is.
+                # Delays up to about twice what a call takes on this machine now (calls after
+                # an interrupt open a new connection: longer), so that about half the calls are
+                # interrupted, at points spread over the whole call, however busy the machine.
                 start = time.monotonic()
                 for n in range(10):
                     client.ask(f"warm-up {n}")
@@ -693,13 +693,15 @@ def test_ctrl_c_at_random_points_of_many_sync_calls_leaves_nothing_in_use(engine
                         armed[0] = False
                         assert answer == FAKE_PREFIX + prompt
                         outcomes["answered"] += 1
+                        longest *= 0.95
                     except KeyboardInterrupt:
                         outcomes["interrupted"] += 1
+                        longest *= 1.05
                     finally:
                         armed[0] = False
                         signal.setitimer(signal.ITIMER_REAL, 0)
                 # Both happened often: the interrupts landed all along the calls.
-                assert min(outcomes.values()) > INTERRUPTED_CALLS // 20, outcomes
+                assert min(outcomes.values()) > INTERRUPTED_CALLS // 10, outcomes
                 if engine != "curl_cffi":  # curl's pool is in C, out of sight
                     assert blocking_pool_in_use(client) == []
                 for n in range(10):
