@@ -435,14 +435,17 @@ class AsyncStream:
     async def _send(self, action: Send) -> None:
         try:
             with self._in_flight.wait(action.timeout) as wait:
-                response = await self._engine.send(action.request, action.timeouts, action.max_body)
+                # Stored at once, in the same step: an interrupt in the wait's exit would
+                # otherwise lose the response, and its connection with it (never closed).
+                response = self._response = await self._engine.send(
+                    action.request, action.timeouts, action.max_body
+                )
         except TransportError as exc:
             self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
             return
         if wait.timed_out:  # what was left of the deadline ran out
             self._call.timed_out()
             return
-        self._response = response
         self._call.response_received(response.status_code, response.headers)
 
     async def _receive(self, action: Receive) -> None:

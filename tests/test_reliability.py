@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import random
 import re
 import signal
 import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -631,6 +633,86 @@ def test_ctrl_c_anywhere_in_a_sync_call_leaves_nothing_in_use(point: str) -> Non
             assert connections_in_use(client) == []
             assert client.ask(PROMPT).text == FAKE_PREFIX + PROMPT
             assert connections_in_use(client) == []
+    gc.collect()
+
+
+INTERRUPTED_CALLS = 300
+
+
+def blocking_pool_in_use(client: Client) -> list[str]:
+    """`connections_in_use` for a `Client` on the httpx or httpx2 engine (httpcore's pool)."""
+    pool = client._engine._http._transport._pool  # type: ignore[attr-defined]
+    in_use = [repr(c) for c in pool.connections if not (c.is_idle() or c.is_closed())]
+    return in_use + [f"a request waiting for a connection: {r!r}" for r in pool._requests]
+
+
+# An interrupt that lands while the standard library's `socket.create_connection()`, or httpcore's
+# connect right after it, holds a new socket loses it before anything could close it: the
+# garbage collector closes it, with Python's own ResourceWarning. Nothing stays open or in use.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs POSIX interval timers")
+@pytest.mark.parametrize("engine", ["httpx", "httpx2", "curl_cffi"])
+def test_ctrl_c_at_random_points_of_many_sync_calls_leaves_nothing_in_use(engine: str) -> None:
+    """Hundreds of calls, each interrupted by a `KeyboardInterrupt` after a random delay (seeded,
+    and scaled to how long a call takes here): in the connect, the send, the wait,
+    the body, the close, the SDK's own code, or not at all. Afterwards no connection is in use,
+    and the client answers each later call with its own answer (no raw h11 error, no hang)."""
+    pytest.importorskip(engine)
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")  # pragma: no cover
+    rng = random.Random(20261130)
+    # The timer interrupts the call, never the test's own bookkeeping. A plain flag: a handler
+    # that took a lock could land inside the very code that holds it, and wait for ever.
+    armed = [False]
+
+    def interrupt(signum: int, frame: object) -> None:
+        if armed[0]:
+            armed[0] = False
+            raise KeyboardInterrupt
+
+    outcomes: Counter[str] = Counter()
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    fake = FakePizzaGPT(secret=SECRET)
+    try:
+        with fake.serve() as server:
+            client = make_client("Client", server.url, engine=engine, timeout=5, max_retries=0)
+            assert isinstance(client, Client)
+            with client:
+                # Delays up to about twice what a call takes on this machine now (calls after
+                # an interrupt open a new connection: longer), so that about half the calls are
+                # interrupted, at points spread over the whole call, however busy the machine.
+                start = time.monotonic()
+                for n in range(10):
+                    client.ask(f"warm-up {n}")
+                longest = 2 * (time.monotonic() - start) / 10
+                for n in range(INTERRUPTED_CALLS):
+                    prompt = f"{PROMPT} {n}"
+                    try:
+                        armed[0] = True
+                        signal.setitimer(signal.ITIMER_REAL, rng.uniform(0, longest))
+                        answer = client.ask(prompt).text
+                        armed[0] = False
+                        assert answer == FAKE_PREFIX + prompt
+                        outcomes["answered"] += 1
+                        longest *= 0.95
+                    except KeyboardInterrupt:
+                        outcomes["interrupted"] += 1
+                        longest *= 1.05
+                    finally:
+                        armed[0] = False
+                        signal.setitimer(signal.ITIMER_REAL, 0)
+                # Both happened often: the interrupts landed all along the calls.
+                assert min(outcomes.values()) > INTERRUPTED_CALLS // 10, outcomes
+                if engine != "curl_cffi":  # curl's pool is in C, out of sight
+                    assert blocking_pool_in_use(client) == []
+                for n in range(10):
+                    assert client.ask(f"after {n}").text == FAKE_PREFIX + f"after {n}"
+                if engine != "curl_cffi":
+                    assert blocking_pool_in_use(client) == []
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     gc.collect()
 
 

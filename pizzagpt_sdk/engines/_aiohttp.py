@@ -110,12 +110,31 @@ class AsyncAiohttpEngine(AsyncEngine):
             if self._http is not None:
                 _PARENTS_POOLS.append(self._http)
             self._pid = os.getpid()
-            connector = aiohttp.TCPConnector(
-                ssl=self._ssl, limit=self._max_connections, limit_per_host=0
-            )
+            connector = _Connector(ssl=self._ssl, limit=self._max_connections, limit_per_host=0)
             self._http = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         assert self._http is not None
         return self._http
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector, which never hands out a pooled connection that received bytes
+    while it was idle.
+
+    An idle connection's protocol goes on parsing whatever the server sends, and queues it as a
+    response: aiohttp 3.14 reuses that connection all the same (its pool checks only that it is
+    open and not too old), and the next request on it gets the queued response, another call's
+    answer (aio-libs/aiohttp#13656). The protocol knows: `should_close` is true once anything
+    is queued. Such a connection is closed here, and the next one tried.
+    """
+
+    async def _get(self, *args: Any, **kwargs: Any) -> Any:
+        while True:
+            connection = await super()._get(*args, **kwargs)
+            if connection is None or connection.protocol is None:
+                return connection
+            if not connection.protocol.should_close:
+                return connection
+            connection.close()
 
 
 class _AiohttpResponse(AsyncResponse):

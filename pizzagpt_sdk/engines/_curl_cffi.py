@@ -22,6 +22,7 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import curl_cffi
 from curl_cffi import requests as curl_requests
 from curl_cffi.const import CurlOpt
 from curl_cffi.curl import CURL_WRITEFUNC_ERROR, CurlError
@@ -221,6 +222,9 @@ class CurlCffiEngine(_CurlBase, Engine):
             response = _received(body, exc)
             if response is None:
                 raise _error(exc) from exc
+        except BaseException:
+            _forget_options(handle)
+            raise
         finally:
             with self._lock:
                 self._busy.discard(handle)
@@ -304,6 +308,25 @@ class _AsyncCurlResponse(AsyncResponse):
 
     async def aclose(self) -> None:
         self._body.chunks.clear()
+
+
+def _forget_options(curl: Any) -> None:
+    """Clear what a request interrupted by an exception (Ctrl-C's `KeyboardInterrupt`) left set
+    on the thread's curl handle.
+
+    curl_cffi sets a request's options one by one on the handle and clears them only once the
+    transfer is over (`Curl.perform()`'s `finally`). An interrupt that lands in between leaves
+    them for the next request on the handle: its headers are appended to this one's list (every
+    header twice: the server rejects the secret), and its other options mix with the stale
+    ones. curl_easy_reset() sets every option back (and keeps the connections). The header
+    lists are dropped, not freed: the interrupt may have landed inside `perform()`'s own
+    cleanup, after a list was freed and before it was forgotten, and freeing it again crashes
+    the process. A few hundred bytes leak per interrupt instead.
+    """
+    curl.reset()
+    for name in ("_headers", "_http3_headers", "_ws_headers", "_proxy_headers"):
+        if hasattr(curl, name):
+            setattr(curl, name, curl_cffi.ffi.NULL)
 
 
 def _error(exc: CurlError) -> TransportError:

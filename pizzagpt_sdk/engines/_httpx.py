@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 import ssl
+import threading
 from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -151,15 +152,24 @@ class HttpxEngine(_HttpxBase, Engine):
     def _new_http(self) -> Any:
         http = super()._new_http()
         self._backends = install(http)
+        for pool in _pools(http):
+            # httpcore guards its pool's books with a lock wrapped in Python: an interrupt
+            # landing between its acquire() and the `with` block leaves it held for good, and
+            # every later call hangs. A `with` on the C lock itself cannot be cut there.
+            pool._optional_thread_lock = threading.Lock()
         return http
 
     def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
         built = self._build(request, timeout)
         try:
             response = self._http.send(built, stream=True)
+            response.stream = _guard_class(self._module)(response.stream)
+            return _HttpxResponse(self, response, built.extensions)
         except self._module.RequestError as exc:
             raise self._error(exc) from exc
-        return _HttpxResponse(self, response)
+        except BaseException:
+            self._release_interrupted(built.extensions)
+            raise
 
     def close(self) -> None:
         self._closed = True
@@ -168,11 +178,52 @@ class HttpxEngine(_HttpxBase, Engine):
                 backend.shut_down()
             self._http.close()
 
+    def _release_interrupted(self, call: dict[str, Any]) -> None:
+        """Free what a call that an exception interrupted (Ctrl-C's `KeyboardInterrupt`, which
+        lands between any two steps) left behind in the pool, then let the pool do its books.
+
+        httpcore keeps its pool's books in plain Python steps: a request is queued and given a
+        connection, which is marked active, the response is handed up through httpx, and its
+        body's close releases both. Its cleanup runs in `except BaseException` blocks, which
+        an interrupt can skip or cut short, and a response lost between two layers is never
+        closed. What is left is a request queued forever or a connection marked active that
+        nothing will release (both count against the pool's limit), or a connection left
+        mid-cycle (its lock held, or h11 between two cycles: its next request hangs or raises
+        h11's `LocalProtocolError`). Which connection the call touched last is not always
+        known, so under the pool's lock the call's own request leaves the queue (httpx gives
+        httpcore the request's `extensions` dict itself, which identifies it) and every
+        connection that no other call's request holds is closed, idle ones too: the keep-alive
+        cache is refilled by the next calls. Then httpcore's own
+        `_assign_requests_to_connections()` serves the requests still queued.
+
+        Args:
+            call: The `extensions` of the interrupted call's request.
+        """
+        for pool in _pools(self._http):
+            with pool._optional_thread_lock:
+                for pool_request in [r for r in pool._requests if r.request.extensions is call]:
+                    pool._requests.remove(pool_request)
+                held = [r.connection for r in pool._requests]
+                closing = [c for c in pool._connections if not any(c is h for h in held)]
+                for connection in closing:
+                    pool._connections.remove(connection)
+                closing += pool._assign_requests_to_connections()
+            pool._close_connections(closing)
+
+
+def _pools(http: Any) -> list[Any]:
+    """httpcore's connection pools under an httpx client: its transport's and its proxies'
+    (none for a mock transport or a caller's own kind of transport)."""
+    transports = (getattr(http, "_transport", None), *getattr(http, "_mounts", {}).values())
+    pools = [getattr(transport, "_pool", None) for transport in transports]
+    return [pool for pool in pools if hasattr(pool, "_requests")]
+
 
 class _HttpxResponse(Response):
-    def __init__(self, engine: HttpxEngine, response: Any) -> None:
+    def __init__(self, engine: HttpxEngine, response: Any, call: dict[str, Any]) -> None:
         self._engine = engine
         self._response = response
+        self._call: dict[str, Any] | None = call  # None once the pool has been repaired
         self.status_code = response.status_code
         self.headers = _headers(response)
         # The raw body: the core decodes it (httpx would decode a whole chunk at once).
@@ -188,14 +239,31 @@ class _HttpxResponse(Response):
         except self._engine._module.RequestError as exc:
             self._chunks = None
             raise self._engine._error(exc) from exc
+        except BaseException:
+            self._chunks = None
+            self._release_interrupted()
+            raise
 
     def close(self) -> None:
         chunks, self._chunks = self._chunks, None
-        if chunks is not None:
-            # Closing the outermost generator is enough: a sync generator left suspended inside
-            # it is closed when collected, silently (unlike async ones: see `_AsyncHttpxResponse`).
-            chunks.close()  # type: ignore[attr-defined]
-        self._response.close()
+        try:
+            if chunks is not None:
+                # Closing the outermost generator is enough: a sync generator left suspended
+                # inside it is closed when collected, silently (unlike async ones: see
+                # `_AsyncHttpxResponse`).
+                chunks.close()  # type: ignore[attr-defined]
+            if self._call is not None:
+                self._response.close()
+        except BaseException:
+            self._release_interrupted()
+            raise
+
+    def _release_interrupted(self) -> None:
+        # Once repaired, the pool no longer knows this response: closing it again would make
+        # httpcore remove its request a second time (a raw ValueError).
+        call, self._call = self._call, None
+        if call is not None:
+            self._engine._release_interrupted(call)
 
 
 class AsyncHttpxEngine(_HttpxBase, AsyncEngine):
@@ -246,6 +314,7 @@ class AsyncHttpxEngine(_HttpxBase, AsyncEngine):
             response = await self._http.send(built, stream=True)
         except self._module.RequestError as exc:
             raise self._error(exc) from exc
+        response.stream = _guard_class(self._module)(response.stream)
         return _AsyncHttpxResponse(self, response)
 
     async def aclose(self) -> None:
@@ -310,6 +379,70 @@ async def _abandon(chunks: AsyncIterator[bytes], errors: type[Exception]) -> Non
         scope.cancel()
         while await anext(chunks, None) is not None:
             pass
+
+
+class _Guard:
+    """A response body whose connection is not reused when bytes came after the response.
+
+    httpcore (1.0.9, and httpcore2 as httpx2 bundles it) reads the socket 64 KiB at a time. When
+    a response ends, whatever arrived after it stays in h11's buffer (`h11.Connection.
+    trailing_data`), and `start_next_cycle()` carries it over: the next request on that
+    connection reads it as its own response, and gets another call's answer (RFC 9112 §9.2:
+    a response that arrives with no request outstanding must not be taken as one). Bytes that
+    arrive once the connection is idle are httpcore's to catch: its pool polls an idle socket
+    before reusing it (`has_expired()`). So on close, before the connection goes back to the
+    pool, bytes left in h11's buffer mark it failed (`send_failed()`, h11's own way to make a
+    connection unusable), and httpcore's own close path then closes it instead of reusing it.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._stream)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # The body's own iterator: one more suspended generator would be one more for trio to
+        # warn about when a body is given up (see _abandon).
+        return self._stream.__aiter__()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        _refuse_reuse_after_trailing_bytes(self._stream)
+        self._stream.close()
+
+    async def aclose(self) -> None:
+        _refuse_reuse_after_trailing_bytes(self._stream)
+        await self._stream.aclose()
+
+
+@functools.cache
+def _guard_class(module: ModuleType) -> type[_Guard]:
+    """`_Guard` as the library's own byte stream (its responses check the type)."""
+    return type("_Guard", (_Guard, module.SyncByteStream, module.AsyncByteStream), {})
+
+
+def _refuse_reuse_after_trailing_bytes(stream: object) -> None:
+    """Mark the HTTP/1.1 connection under `stream` failed if h11 holds bytes past the response.
+
+    httpcore exposes neither the connection nor h11's state, so this walks the body's wrappers
+    (httpx's, httpcore's pool's, the SDK's small pools') down to the connection. Where there is
+    no h11 connection (HTTP/2, a mock transport, a library whose layout changed), it does
+    nothing: httpcore's own behaviour.
+    """
+    for _ in range(8):
+        h11_state = getattr(stream, "_h11_state", None)
+        if h11_state is not None:
+            if getattr(h11_state, "trailing_data", (b"",))[0]:
+                h11_state.send_failed()
+            return
+        stream = next(
+            (
+                getattr(stream, name)
+                for name in ("_stream", "_httpcore_stream", "_connection")
+                if hasattr(stream, name)
+            ),
+            None,
+        )
 
 
 @functools.cache
