@@ -253,17 +253,18 @@ async def test_closing_a_client_ends_its_calls_in_flight(
 def close_client_in_flight(client: Subject, server: HoldingServer) -> BaseException | None:
     """Run a blocking call in this thread, which lives on (what it holds must be released),
     and close the client from another one once the call waits."""
-    assert isinstance(client.client, Client)
+    blocking = client.client
+    assert isinstance(blocking, Client)
 
     def close_once_waiting() -> None:
         wait_for(lambda: server.requests == 1)
         time.sleep(CLOSE_AFTER)
-        client.client.close()
+        blocking.close()
 
     closer = threading.Thread(target=close_once_waiting, daemon=True)
     closer.start()
     try:
-        client.client.ask("Hi")
+        blocking.ask("Hi")
     except BaseException as error:
         return error
     finally:
