@@ -97,6 +97,10 @@ class _CurlBase:
         self._pid = os.getpid()
         self._http: Any = http_client if http_client is not None else self._new_http()
         self._closed = False
+        # The blocking engine's book of the curl handles its calls used (see CurlCffiEngine).
+        self._lock = threading.Lock()
+        self._handles: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._busy: set[Any] = set()
 
     @property
     def is_closed(self) -> bool:
@@ -197,12 +201,6 @@ class CurlCffiEngine(_CurlBase, Engine):
     # close() closes the closing thread's only. So the engine keeps the handles its calls used,
     # and close() closes them; a handle in a transfer cannot be touched from another thread
     # (curl has no way to stop a transfer from outside), so its own thread closes it after.
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._lock = threading.Lock()
-        self._handles: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._busy: set[Any] = set()
 
     def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
         body = _Body(max_body)
