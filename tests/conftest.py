@@ -53,10 +53,22 @@ ASYNCIO_ONLY = {"aiohttp", "curl_cffi"}
 _LIBRARIES = {"httpx": "httpx", "httpx2": "httpx2", "aiohttp": "aiohttp", "curl_cffi": "curl_cffi"}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engines",
+        choices=["all", "default"],
+        default="all",
+        help="'default': run the engine-by-engine cases on the default engine (httpx) only, "
+        "in both worlds and on both async backends (nox does so on the middle Pythons)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run each test once where a second run would test nothing new: a blocking client does
     not care which event loop the test runs in, so it runs on asyncio only; nor can aiohttp's
-    and curl_cffi's engines run on trio, so they are not collected there."""
+    and curl_cffi's engines run on trio, so they are not collected there. With
+    `--engines=default`, the cases of every engine but httpx are left out too."""
+    default_only = config.getoption("engines") == "default"
     kept, dropped = [], []
     for item in items:
         params = getattr(item, "callspec", None)
@@ -65,7 +77,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         case = params.get("make_client") or params.get("make_subject") or params.get("kind") or ""
         world, _, engine = str(case).partition("-")
         on_trio = params.get("anyio_backend") == "trio"
-        if on_trio and (world == "Client" or engine in ASYNCIO_ONLY):
+        # test_decoding's "AsyncClient-httpx2-trio", or an engine's name alone
+        named = params.get("engine") or str(params.get("case", "")).partition("-")[2]
+        other_engine = {engine, str(named).partition("-")[0]} - {"", "httpx"}
+        not_on_trio = on_trio and (world == "Client" or engine in ASYNCIO_ONLY)
+        if not_on_trio or (default_only and other_engine):
             dropped.append(item)
         else:
             kept.append(item)
