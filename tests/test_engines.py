@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -38,6 +37,7 @@ from pizzagpt_sdk import (
 from pizzagpt_sdk.engines import AsyncEngine, Engine, TransportError
 from pizzagpt_sdk.testing import FakePizzaGPT, FakeServer, Reply
 
+from ._socket_server import SocketServer
 from .conftest import MakeSubject, Subject
 
 pytestmark = pytest.mark.anyio
@@ -145,7 +145,7 @@ async def test_a_cancelled_call_drops_its_connection(
     assert served.connections == 2
 
 
-class RepeatingServer:
+class RepeatingServer(SocketServer):
     """A raw HTTP/1.1 server on 127.0.0.1 that sends every response twice: in the same TCP
     segment (`"same-segment"`), or in a second one right after (`"separate-segment"`).
 
@@ -155,48 +155,16 @@ class RepeatingServer:
     """
 
     def __init__(self, mode: Literal["same-segment", "separate-segment"]) -> None:
+        super().__init__()
         self.mode = mode
-        self.connections = 0
         self.extras_sent = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.02)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-
-    def __enter__(self) -> RepeatingServer:
-        self._start(self._accept)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(10)
-        self._listener.close()
-
-    def _start(self, target: Any, *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            self._start(self._serve, connection)
-
-    def _serve(self, connection: socket.socket) -> None:
+    def serve(self, connection: socket.socket) -> None:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection.settimeout(0.05)
         buffer = b""
-        with connection, contextlib.suppress(OSError):
-            while not self._stop.is_set():
+        with contextlib.suppress(OSError):
+            while not self.stopping.is_set():
                 head, _, rest = buffer.partition(b"\r\n\r\n")
                 length = next(
                     (
@@ -627,34 +595,22 @@ async def test_no_secret_in_errors_logs_or_repr(
     assert "user:***@" in error.url
 
 
+class GarblingServer(SocketServer):
+    """Answers every request with a status line no library reads."""
+
+    def serve(self, connection: socket.socket) -> None:
+        connection.settimeout(5)
+        request = b""
+        with contextlib.suppress(OSError):  # the client hung up, or the test ended
+            while b"\r\n\r\n" not in request and (data := connection.recv(65536)):
+                request += data
+            connection.sendall(b"HTTP/1.1 abc OK\r\n\r\n")
+
+
 @pytest.fixture
 def garbled_url() -> Iterator[str]:
-    """A server on 127.0.0.1 that answers every request with a status line no library reads."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)
-    stop = threading.Event()
-
-    def answer() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with connection:
-                connection.settimeout(5)
-                request = b""
-                while b"\r\n\r\n" not in request and (data := connection.recv(65536)):
-                    request += data
-                connection.sendall(b"HTTP/1.1 abc OK\r\n\r\n")
-
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with GarblingServer() as server:
+        yield server.url
 
 
 async def test_no_secret_in_the_librarys_own_error(

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 import anyio
@@ -22,10 +21,11 @@ import pytest
 
 from pizzagpt_sdk import APITimeoutError, AsyncClient, Client, ClientClosedError, PizzaGPTError
 
+from ._socket_server import SocketServer
 from .conftest import MakeSubject, Subject
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    pass
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +43,7 @@ CLOSE_AFTER = 0.3
 Mode = Literal["trickle-head", "trickle-body", "silent", "503"]
 
 
-class HoldingServer:
+class HoldingServer(SocketServer):
     """An HTTP server on 127.0.0.1 that holds every call as long as the client lets it.
 
     Modes:
@@ -57,76 +57,35 @@ class HoldingServer:
     """
 
     def __init__(self, mode: Mode, interval: float = TRICKLE_INTERVAL) -> None:
+        super().__init__()
         self.mode = mode
         self.interval = interval
         self.requests = 0
-        self.accepted = 0
         self.closed_by_client = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.02)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-
-    @property
-    def url(self) -> str:
-        host, port = self._listener.getsockname()[:2]
-        return f"http://{host}:{port}"
 
     @property
     def open(self) -> int:
-        with self._lock:
-            return self.accepted - self.closed_by_client
+        with self.lock:
+            return self.connections - self.closed_by_client
 
-    def __enter__(self) -> Self:
-        self._start(self._accept)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        for thread in list(self._threads):
-            thread.join(10)
-            assert not thread.is_alive()
-        self._listener.close()
-
-    def _start(self, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            with self._lock:
-                self.accepted += 1
-            self._start(self._serve, connection)
-
-    def _serve(self, connection: socket.socket) -> None:
+    def serve(self, connection: socket.socket) -> None:
         connection.settimeout(0.05)
-        with connection:
-            try:
-                self._hold(connection)
-            except OSError:
-                pass  # reset by the client: it hung up
-            else:
-                if self._stop.is_set():
-                    return  # the test is over, not the client's doing
-            with self._lock:
-                self.closed_by_client += 1
+        try:
+            self._hold(connection)
+        except OSError:
+            if self.stopping.is_set():
+                return  # shut down as the test ended, not the client's doing
+        else:
+            if self.stopping.is_set():
+                return  # the test is over, not the client's doing
+        with self.lock:
+            self.closed_by_client += 1
 
     def _receive(self, connection: socket.socket, within: float = 3600.0) -> bytes | None:
         """Bytes from the client; `b""` when it hung up; `None` when the server stops or
         nothing came `within` seconds."""
         ends = time.monotonic() + within
-        while not self._stop.is_set() and time.monotonic() < ends:
+        while not self.stopping.is_set() and time.monotonic() < ends:
             try:
                 return connection.recv(65536)
             except TimeoutError:
@@ -141,7 +100,7 @@ class HoldingServer:
             if not data:
                 return
             request += data
-        with self._lock:
+        with self.lock:
             self.requests += 1
         if self.mode == "503":
             connection.sendall(
@@ -164,7 +123,7 @@ class HoldingServer:
         trickled = trickled[: int(TRICKLE_FOR / self.interval)]
         for byte in trickled:
             # Watch the socket between bytes: a client that hangs up is seen at once.
-            if self._receive(connection, within=self.interval) == b"" or self._stop.is_set():
+            if self._receive(connection, within=self.interval) == b"" or self.stopping.is_set():
                 return
             connection.sendall(bytes([byte]))
 
@@ -174,7 +133,7 @@ class HoldingServer:
         deadline = time.monotonic() + timeout
         while self.open and time.monotonic() < deadline:
             await anyio.sleep(0.01)
-        assert self.open == 0, f"{self.open} of {self.accepted} connections still open"
+        assert self.open == 0, f"{self.open} of {self.connections} connections still open"
 
 
 @contextlib.contextmanager

@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -51,10 +50,11 @@ from pizzagpt_sdk import (
 from pizzagpt_sdk._protocol import DEFAULT_MAX_RESPONSE_BYTES
 from pizzagpt_sdk.engines._httpx_pool import SpreadTransport
 from pizzagpt_sdk.testing import FakePizzaGPT, Reply
+from tests._socket_server import SocketServer
 from tests.conftest import httpx_client_of
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    pass
 
 FAKE_PREFIX = "This is the offline PizzaGPT fake, not a model. You asked: "
 SECRET = "s3cr3t-RELIABILITY-9d2e"
@@ -144,7 +144,7 @@ def wait_for_sync(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-class RawServer:
+class RawServer(SocketServer):
     """A misbehaving HTTP server on 127.0.0.1, for the faults the fake cannot script.
 
     Modes:
@@ -154,88 +154,42 @@ class RawServer:
     """
 
     def __init__(self, mode: Literal["hangup", "endless"], cap: int = 64 * MiB) -> None:
+        super().__init__()
         self.mode = mode
         self.cap = cap
-        self.connections = 0
         self.sent = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.02)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._open: list[socket.socket] = []
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
 
-    @property
-    def url(self) -> str:
-        host, port = self._listener.getsockname()[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> Self:
-        self._threads[0].start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._threads[0].join(10)
-        self._listener.close()
-        with self._lock:
-            for connection in self._open:
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
-            threads = list(self._threads[1:])
-        for thread in threads:
-            thread.join(10)
-            assert not thread.is_alive()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            if self.mode == "hangup":
-                connection.close()
-                continue
-            thread = threading.Thread(target=self._endless, args=(connection,), daemon=True)
-            with self._lock:
-                self._open.append(connection)
-                self._threads.append(thread)
-            thread.start()
+    def serve(self, connection: socket.socket) -> None:
+        if self.mode == "endless":
+            self._endless(connection)
 
     def _endless(self, connection: socket.socket) -> None:
         # A small send buffer keeps what the kernel holds for the client, and so `sent`, close
         # to what the client actually read.
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
         connection.settimeout(5)
-        with connection:
-            request = b""
-            with contextlib.suppress(OSError):
-                while b"\r\n\r\n" not in request:
-                    data = connection.recv(65536)
-                    if not data:
-                        return
-                    request += data
-            head = (
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                b"transfer-encoding: chunked\r\n\r\n"
-            )
-            piece = b'{"content": "' + b"x" * (64 * 1024 - 13)
-            chunk = b"%x\r\n%s\r\n" % (len(piece), piece)
-            piece = b"x" * len(piece)
-            try:
-                connection.sendall(head)
-                while self.sent < self.cap and not self._stop.is_set():
-                    connection.sendall(chunk)
-                    self.sent += len(piece)
-                    chunk = b"%x\r\n%s\r\n" % (len(piece), piece)
-            except OSError:
-                pass  # The client hung up: what it should do once it has read enough.
+        request = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in request:
+                data = connection.recv(65536)
+                if not data:
+                    return
+                request += data
+        head = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        piece = b'{"content": "' + b"x" * (64 * 1024 - 13)
+        chunk = b"%x\r\n%s\r\n" % (len(piece), piece)
+        piece = b"x" * len(piece)
+        try:
+            connection.sendall(head)
+            while self.sent < self.cap and not self.stopping.is_set():
+                connection.sendall(chunk)
+                self.sent += len(piece)
+                chunk = b"%x\r\n%s\r\n" % (len(piece), piece)
+        except OSError:
+            pass  # The client hung up: what it should do once it has read enough.
 
 
 @contextlib.contextmanager
