@@ -424,50 +424,42 @@ class Stream:
 
     def _step(self) -> None:
         action = self._call.next_action()
-        if isinstance(action, Receive):
-            self._receive(action)
+        if isinstance(action, (Send, Receive)):
+            self._exchange(action)
             return
         self._close_response()
-        if isinstance(action, Send):
-            self._send(action)
-        elif isinstance(action, Done):
+        if isinstance(action, Done):
             self._finished = True
         else:
             self._in_flight.sleep(action.seconds)
 
-    def _send(self, action: Send) -> None:
+    def _exchange(self, action: Send | Receive) -> None:
+        """Send (if asked), then read the body until it completes events, ends, or fails: all
+        in one wait, which ends at what is left of the deadline however the server trickles."""
+        call = self._call
         try:
             with self._in_flight.wait(action.timeout) as wait:
-                # Stored at once, in the same step: an interrupt in the wait's exit would
-                # otherwise lose the response, and its connection with it (never closed).
-                response = self._response = self._engine.send(
-                    action.request, action.timeouts, action.max_body
-                )
+                if isinstance(action, Send):
+                    # Stored at once, in the same step: an interrupt in the wait's exit would
+                    # otherwise lose the response, and its connection with it (never closed).
+                    self._response = self._engine.send(
+                        action.request, action.timeouts, action.max_body
+                    )
+                    call.response_received(self._response.status_code, self._response.headers)
+                while call.receiving:
+                    assert self._response is not None
+                    chunk = self._response.read()
+                    events = call.data_received(chunk) if chunk else call.body_ended()
+                    if events:
+                        self._events.extend(events)
+                        break
         except TransportError as exc:
-            self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
-            return
-        if wait.timed_out:  # what was left of the deadline ran out
-            self._call.timed_out()
-            return
-        self._call.response_received(response.status_code, response.headers)
-
-    def _receive(self, action: Receive) -> None:
-        assert self._response is not None
-        try:
-            with self._in_flight.wait(action.timeout) as wait:
-                chunk = self._response.read()
-        except TransportError as exc:
-            self._close_response()
-            self._call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
-            return
-        if wait.timed_out:  # what was left of the deadline ran out
-            self._close_response()
-            self._call.timed_out()
-        elif chunk:
-            self._events.extend(self._call.data_received(chunk))
+            call.transport_failed(exc.__cause__ or exc, timeout=exc.timeout)
         else:
+            if wait.timed_out:  # what was left of the deadline ran out
+                call.timed_out()
+        if not call.receiving:
             self._close_response()
-            self._events.extend(self._call.body_ended())
 
     def _close_response(self) -> None:
         response, self._response = self._response, None
