@@ -292,3 +292,48 @@ def test_the_sdks_own_blocking_pool_holds_the_deadline_and_wakes_on_close(
         assert type(error) is ClientClosedError, repr(error)
         assert time.monotonic() - started < CLOSE_AFTER + SLACK
         anyio.run(server.wait_until_all_closed, SLACK)
+
+
+# The async drive loop's waits: on asyncio one timer (a watchdog) ends every wait of a client at
+# its own time; on trio, an anyio cancel scope per wait.
+
+
+@pytest.mark.usefixtures("no_proxy_env")
+async def test_calls_in_flight_at_once_each_end_at_their_own_deadline() -> None:
+    # Started in this order, 0.1 s apart: the watchdog must move its timer earlier for the
+    # second, and on to the later ones after it goes off, cancelling only the calls whose
+    # time is up. The server trickles its header block: no read timeout ever runs out.
+    deadlines = [2.4, 0.8, 1.6]
+    ended: dict[float, float] = {}
+    with holding("trickle-head") as server:
+        async with AsyncClient(base_url=server.url, timeout=TIMEOUT, max_retries=0) as client:
+
+            async def call(deadline: float) -> None:
+                started = time.monotonic()
+                with pytest.raises(APITimeoutError, match=f"deadline of {deadline:g} s ran out"):
+                    await client.ask("Hi", deadline=deadline)
+                ended[deadline] = time.monotonic() - started
+
+            async with anyio.create_task_group() as group:
+                for deadline in deadlines:
+                    group.start_soon(call, deadline)
+                    await anyio.sleep(0.1)
+    assert sorted(ended, key=ended.__getitem__) == sorted(deadlines), ended
+    for deadline, elapsed in ended.items():
+        assert deadline <= elapsed < deadline + SLACK, f"deadline {deadline}: {elapsed:.2f} s"
+
+
+@pytest.mark.usefixtures("no_proxy_env")
+async def test_a_cancellation_from_outside_goes_through_the_calls_wait() -> None:
+    # The caller's own cancel scope ends the call, as a cancellation (not a timeout, not an
+    # error), and leaves the task and the client as they were: the next call keeps its deadline.
+    with holding("trickle-head") as server:
+        async with AsyncClient(base_url=server.url, timeout=TIMEOUT, deadline=30) as client:
+            with anyio.move_on_after(0.3) as scope:
+                await client.ask("Hi")
+            assert scope.cancelled_caught
+            started = time.monotonic()
+            with pytest.raises(APITimeoutError, match="deadline of 0.5 s ran out"):
+                await client.ask("Hi", deadline=0.5)
+            assert time.monotonic() - started < 0.5 + SLACK
+            await anyio.sleep(0)  # a cancellation left pending on the task would land here
