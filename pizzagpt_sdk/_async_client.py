@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, overload
 import anyio
 
 from ._batch import Batch, BatchProgress, RateLimiter
-from ._call import Call, Done, Receive, Send, Transcript, collect
+from ._call import Call, Done, Receive, Send, Transcript
 from ._config import DEFAULT_DEADLINE, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CallOptions
 from ._exceptions import PizzaGPTError
 from ._models import Answer, FinishReason, Timeout
@@ -131,8 +131,7 @@ class AsyncClient(ClientState):
         Raises:
             PizzaGPTError: See `AsyncStream` for which subclass means what.
         """
-        async with self.stream(messages, **options) as stream:
-            return collect([event async for event in stream])
+        return await self.stream(messages, **options)._answer()
 
     def conversation(
         self, *, system: str | None = None, messages: Iterable[Message] = ()
@@ -453,8 +452,7 @@ class AsyncConversation(ConversationState):
         Raises:
             PizzaGPTError: See `AsyncStream`; a failed turn is not kept.
         """
-        async with self.stream(content, **options) as stream:
-            return collect([event async for event in stream])
+        return await self.stream(content, **options)._answer()
 
 
 class AsyncStream:
@@ -529,6 +527,14 @@ class AsyncStream:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    async def _answer(self) -> Answer:
+        """Iterate to the end, and return the whole answer (what `ask()` does)."""
+        async with self:
+            async for _ in self:
+                pass
+        assert self._transcript.answer is not None  # the stream ended with its FinishReason
+        return self._transcript.answer
 
     async def _step(self) -> None:
         action = self._call.next_action()

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ._batch import Batch, BatchProgress, RateLimiter
-from ._call import Call, Done, Receive, Send, Transcript, collect
+from ._call import Call, Done, Receive, Send, Transcript
 from ._config import DEFAULT_DEADLINE, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, CallOptions
 from ._exceptions import PizzaGPTError
 from ._models import Answer, FinishReason, Timeout
@@ -129,8 +129,7 @@ class Client(ClientState):
         Raises:
             PizzaGPTError: See `Stream` for which subclass means what.
         """
-        with self.stream(messages, **options) as stream:
-            return collect(stream)
+        return self.stream(messages, **options)._answer()
 
     def conversation(
         self, *, system: str | None = None, messages: Iterable[Message] = ()
@@ -345,8 +344,7 @@ class Conversation(ConversationState):
         Raises:
             PizzaGPTError: See `Stream`; a failed turn is not kept.
         """
-        with self.stream(content, **options) as stream:
-            return collect(stream)
+        return self.stream(content, **options)._answer()
 
 
 class Stream:
@@ -421,6 +419,14 @@ class Stream:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _answer(self) -> Answer:
+        """Iterate to the end, and return the whole answer (what `ask()` does)."""
+        with self:
+            for _ in self:
+                pass
+        assert self._transcript.answer is not None  # the stream ended with its FinishReason
+        return self._transcript.answer
 
     def _step(self) -> None:
         action = self._call.next_action()
