@@ -495,16 +495,8 @@ class AsyncStream:
         while not self._events:
             if self._finished:
                 raise StopAsyncIteration
-            try:
-                await self._step()
-            except BaseException:
-                await self.aclose()
-                raise
-        event = self._events.popleft()
-        answer = self._transcript.add(event)
-        if answer is not None and self._on_answer is not None:
-            self._on_answer(answer)
-        return event
+            await self._step()
+        return self._hand_out(self._events.popleft())
 
     @property
     def answer(self) -> Answer | None:
@@ -529,23 +521,36 @@ class AsyncStream:
         await self.aclose()
 
     async def _answer(self) -> Answer:
-        """Iterate to the end, and return the whole answer (what `ask()` does)."""
-        async with self:
-            async for _ in self:
-                pass
-        assert self._transcript.answer is not None  # the stream ended with its FinishReason
+        """Run the call to its end, handing out every event, and return the whole answer (what
+        `ask()` does, without the iterator protocol's cost per event)."""
+        while not self._finished:
+            await self._step()
+            while self._events:
+                self._hand_out(self._events.popleft())
+        assert self._transcript.answer is not None  # the call ended with its FinishReason
         return self._transcript.answer
 
+    def _hand_out(self, event: str | FinishReason) -> str | FinishReason:
+        answer = self._transcript.add(event)
+        if answer is not None and self._on_answer is not None:
+            self._on_answer(answer)
+        return event
+
     async def _step(self) -> None:
-        action = self._call.next_action()
-        if isinstance(action, (Send, Receive)):
-            await self._exchange(action)
-            return
-        await self._close_response()
-        if isinstance(action, Done):
-            self._finished = True
-        else:
-            await self._in_flight.sleep(action.seconds)
+        """The next action; the response is closed if it fails (or is interrupted)."""
+        try:
+            action = self._call.next_action()
+            if isinstance(action, (Send, Receive)):
+                await self._exchange(action)
+                return
+            await self._close_response()
+            if isinstance(action, Done):
+                self._finished = True
+            else:
+                await self._in_flight.sleep(action.seconds)
+        except BaseException:
+            await self.aclose()
+            raise
 
     async def _exchange(self, action: Send | Receive) -> None:
         """Send (if asked), then read the body until it completes events, ends, or fails: all

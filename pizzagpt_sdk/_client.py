@@ -387,16 +387,8 @@ class Stream:
         while not self._events:
             if self._finished:
                 raise StopIteration
-            try:
-                self._step()
-            except BaseException:
-                self.close()
-                raise
-        event = self._events.popleft()
-        answer = self._transcript.add(event)
-        if answer is not None and self._on_answer is not None:
-            self._on_answer(answer)
-        return event
+            self._step()
+        return self._hand_out(self._events.popleft())
 
     @property
     def answer(self) -> Answer | None:
@@ -421,23 +413,36 @@ class Stream:
         self.close()
 
     def _answer(self) -> Answer:
-        """Iterate to the end, and return the whole answer (what `ask()` does)."""
-        with self:
-            for _ in self:
-                pass
-        assert self._transcript.answer is not None  # the stream ended with its FinishReason
+        """Run the call to its end, handing out every event, and return the whole answer (what
+        `ask()` does, without the iterator protocol's cost per event)."""
+        while not self._finished:
+            self._step()
+            while self._events:
+                self._hand_out(self._events.popleft())
+        assert self._transcript.answer is not None  # the call ended with its FinishReason
         return self._transcript.answer
 
+    def _hand_out(self, event: str | FinishReason) -> str | FinishReason:
+        answer = self._transcript.add(event)
+        if answer is not None and self._on_answer is not None:
+            self._on_answer(answer)
+        return event
+
     def _step(self) -> None:
-        action = self._call.next_action()
-        if isinstance(action, (Send, Receive)):
-            self._exchange(action)
-            return
-        self._close_response()
-        if isinstance(action, Done):
-            self._finished = True
-        else:
-            self._in_flight.sleep(action.seconds)
+        """The next action; the response is closed if it fails (or is interrupted)."""
+        try:
+            action = self._call.next_action()
+            if isinstance(action, (Send, Receive)):
+                self._exchange(action)
+                return
+            self._close_response()
+            if isinstance(action, Done):
+                self._finished = True
+            else:
+                self._in_flight.sleep(action.seconds)
+        except BaseException:
+            self.close()
+            raise
 
     def _exchange(self, action: Send | Receive) -> None:
         """Send (if asked), then read the body until it completes events, ends, or fails: all
