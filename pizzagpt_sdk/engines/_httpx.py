@@ -337,10 +337,16 @@ class _AsyncHttpxResponse(AsyncResponse):
         if self._chunks is None:
             return b""
         try:
-            return await anext(self._chunks, b"")
+            chunk = await anext(self._chunks, None)
         except self._engine._module.RequestError as exc:
             self._chunks = None
             raise self._engine._error(exc) from exc
+        if chunk is None:
+            # The body's end: its generators have all finished, so closing has nothing to
+            # unwind (`_abandon` costs a cancel scope and a cancelled read on every call).
+            self._chunks = None
+            return b""
+        return chunk
 
     async def aclose(self) -> None:
         chunks, self._chunks = self._chunks, None
