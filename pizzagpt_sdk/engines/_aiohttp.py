@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx
+from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from pizzagpt_sdk._exceptions import InvalidTypeError
@@ -134,6 +135,11 @@ class _Connector(aiohttp.TCPConnector):
     is queued. Such a connection is closed here, and the next one tried.
     """
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if _Protocol is not ResponseHandler:
+            self._factory = functools.partial(_Protocol, loop=self._loop)
+
     async def _get(self, *args: Any, **kwargs: Any) -> Any:
         while True:
             connection = await super()._get(*args, **kwargs)
@@ -142,6 +148,46 @@ class _Connector(aiohttp.TCPConnector):
             if not connection.protocol.should_close:
                 return connection
             connection.close()
+
+
+class _KeptReadTimer(ResponseHandler):
+    """aiohttp's protocol, whose per-read timeout (`sock_read`) keeps one timer per response.
+
+    aiohttp cancels its read timer and makes a new one on every arrival of bytes: two timers
+    for the smallest response (one when the request is sent, one at its bytes), one more for
+    each chunk of a longer one, each a few microseconds of asyncio's Python. Here an arrival
+    only moves the deadline on; the one timer, when it fires early, waits for the new deadline,
+    and fires the protocol's own timeout once a whole read timeout has passed with nothing.
+    """
+
+    _read_deadline = 0.0
+
+    def _reschedule_timeout(self) -> None:
+        timeout = self._read_timeout
+        if not timeout:
+            self._drop_timeout()
+            return
+        self._read_deadline = self._loop.time() + timeout
+        if self._read_timeout_handle is None:
+            self._read_timeout_handle = self._loop.call_at(self._read_deadline, self._read_timer)
+
+    def _read_timer(self) -> None:
+        if self._loop.time() < self._read_deadline:  # bytes came meanwhile
+            self._read_timeout_handle = self._loop.call_at(self._read_deadline, self._read_timer)
+        else:
+            self._read_timeout_handle = None
+            self._on_read_timeout()
+
+
+# The protocol the connector makes: aiohttp's own if its internals are not the ones above.
+_Protocol: type[ResponseHandler] = (
+    _KeptReadTimer
+    if all(
+        hasattr(ResponseHandler, name)
+        for name in ("_reschedule_timeout", "_drop_timeout", "_on_read_timeout")
+    )
+    else ResponseHandler
+)
 
 
 class _AiohttpResponse(AsyncResponse):
