@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import ssl
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx
+from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from pizzagpt_sdk._exceptions import InvalidTypeError
 
+from . import _base
 from ._base import _PARENTS_POOLS, AsyncEngine, AsyncResponse, TransportError, sent_headers
 from ._httpx import _ssl_context
 
@@ -70,8 +71,10 @@ class AsyncAiohttpEngine(AsyncEngine):
         self._max_connections = max_connections
         self._http = http_client
         self._owns = http_client is None
-        self._pid = os.getpid()
+        self._forks = _base.forks
         self._closed = False
+        # The last call's timeouts and aiohttp's for them: most often the same object each call.
+        self._timeouts: tuple[Timeout | None, aiohttp.ClientTimeout | None] = (None, None)
         self.check_runnable()
 
     @property
@@ -81,14 +84,21 @@ class AsyncAiohttpEngine(AsyncEngine):
     async def send(
         self, request: Request, timeout: Timeout, max_body: int | None = None
     ) -> AsyncResponse:
-        session = self._session()
+        self.check_runnable()
+        session = self._http
+        if self._owns and (session is None or self._forks != _base.forks):
+            session = self._new_session()
+        assert session is not None
+        timeouts = self._timeouts
+        if timeouts[0] is not timeout:
+            timeouts = self._timeouts = (timeout, _client_timeout(timeout))
         try:
             response = await session.request(
                 request.method,
                 request.url,
-                headers=sent_headers(request.headers),
+                headers=_headers(request.headers),
                 data=request.body,
-                timeout=_client_timeout(timeout),
+                timeout=timeouts[1],
                 proxy=self._proxy,
                 allow_redirects=False,  # as httpx: a redirect is an answer, not followed
                 auto_decompress=False,  # the core decodes, bounded; also a caller's session
@@ -102,17 +112,15 @@ class AsyncAiohttpEngine(AsyncEngine):
         if self._owns and self._http is not None:
             await self._http.close()
 
-    def _session(self) -> aiohttp.ClientSession:
-        """The session, made on first use (aiohttp binds it to the running event loop), and
-        again in a child process after `os.fork()`, leaving the parent's sockets alone."""
-        self.check_runnable()
-        if self._owns and (self._http is None or self._pid != os.getpid()):
-            if self._http is not None:
-                _PARENTS_POOLS.append(self._http)
-            self._pid = os.getpid()
-            connector = _Connector(ssl=self._ssl, limit=self._max_connections, limit_per_host=0)
-            self._http = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        assert self._http is not None
+    def _new_session(self) -> aiohttp.ClientSession:
+        """The engine's own session, made on first use (aiohttp binds it to the running event
+        loop), and again in a child process after `os.fork()`, leaving the parent's sockets
+        alone."""
+        if self._http is not None:
+            _PARENTS_POOLS.append(self._http)
+        self._forks = _base.forks
+        connector = _Connector(ssl=self._ssl, limit=self._max_connections, limit_per_host=0)
+        self._http = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._http
 
 
@@ -127,6 +135,11 @@ class _Connector(aiohttp.TCPConnector):
     is queued. Such a connection is closed here, and the next one tried.
     """
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if _Protocol is not ResponseHandler:
+            self._factory = functools.partial(_Protocol, loop=self._loop)
+
     async def _get(self, *args: Any, **kwargs: Any) -> Any:
         while True:
             connection = await super()._get(*args, **kwargs)
@@ -135,6 +148,46 @@ class _Connector(aiohttp.TCPConnector):
             if not connection.protocol.should_close:
                 return connection
             connection.close()
+
+
+class _KeptReadTimer(ResponseHandler):
+    """aiohttp's protocol, whose per-read timeout (`sock_read`) keeps one timer per response.
+
+    aiohttp cancels its read timer and makes a new one on every arrival of bytes: two timers
+    for the smallest response (one when the request is sent, one at its bytes), one more for
+    each chunk of a longer one, each a few microseconds of asyncio's Python. Here an arrival
+    only moves the deadline on; the one timer, when it fires early, waits for the new deadline,
+    and fires the protocol's own timeout once a whole read timeout has passed with nothing.
+    """
+
+    _read_deadline = 0.0
+
+    def _reschedule_timeout(self) -> None:
+        timeout = self._read_timeout
+        if not timeout:
+            self._drop_timeout()
+            return
+        self._read_deadline = self._loop.time() + timeout
+        if self._read_timeout_handle is None:
+            self._read_timeout_handle = self._loop.call_at(self._read_deadline, self._read_timer)
+
+    def _read_timer(self) -> None:
+        if self._loop.time() < self._read_deadline:  # bytes came meanwhile
+            self._read_timeout_handle = self._loop.call_at(self._read_deadline, self._read_timer)
+        else:
+            self._read_timeout_handle = None
+            self._on_read_timeout()
+
+
+# The protocol the connector makes: aiohttp's own if its internals are not the ones above.
+_Protocol: type[ResponseHandler] = (
+    _KeptReadTimer
+    if all(
+        hasattr(ResponseHandler, name)
+        for name in ("_reschedule_timeout", "_drop_timeout", "_on_read_timeout")
+    )
+    else ResponseHandler
+)
 
 
 class _AiohttpResponse(AsyncResponse):
@@ -169,6 +222,13 @@ def _hide_request_headers(exc: BaseException) -> None:
     if isinstance(exc, aiohttp.ClientResponseError):
         empty = CIMultiDictProxy(CIMultiDict[str]())
         exc.request_info = exc.request_info._replace(headers=empty)
+
+
+@functools.lru_cache(maxsize=64)
+def _headers(headers: tuple[tuple[str, str], ...]) -> CIMultiDictProxy[str]:
+    """The request's headers as sent (`sent_headers`), in the multidict aiohttp would otherwise
+    build from them on every request; read-only, so that one serves every call."""
+    return CIMultiDictProxy(CIMultiDict(sent_headers(headers)))
 
 
 @functools.lru_cache(maxsize=256)

@@ -43,6 +43,20 @@ __all__ = [
 #: the sockets the two processes share (a TLS close, a `shutdown()`), under the parent's calls.
 _PARENTS_POOLS: list[object] = []
 
+#: How many `os.fork()`s lie between the process that imported the SDK and this one: 0 there,
+#: one more in each child. An engine notes it when it makes its pool and compares it on each
+#: request to find that it runs in a forked child: `os.getpid()` is a system call each time.
+forks = 0
+
+
+def _forked() -> None:
+    global forks
+    forks += 1
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork() either
+    os.register_at_fork(after_in_child=_forked)
+
 
 class TransportError(Exception):
     """A request could not be sent, or its body could not be read.
@@ -261,7 +275,7 @@ class AsyncEngine(_Pooled, abc.ABC):
 
     _asyncio_only = False
     _loop: object = None
-    _loop_pid = 0
+    _loop_forks = -1  # `forks` when `_loop` was noted
 
     def check_runnable(self) -> None:
         """Raise `UsageError` when this engine cannot run here: an asyncio-only engine under
@@ -269,7 +283,7 @@ class AsyncEngine(_Pooled, abc.ABC):
         pool holds (each `asyncio.run()` starts a new loop). Called when the client is built
         and on each request; outside any event loop it passes."""
         library, loop = _running_loop()
-        if loop is self._loop and loop is not None and self._loop_pid == os.getpid():
+        if loop is self._loop and loop is not None and self._loop_forks == forks:
             return  # the loop of every call before: the common case, first
         if library == "trio" and self._asyncio_only:
             raise UsageError(
@@ -278,8 +292,8 @@ class AsyncEngine(_Pooled, abc.ABC):
             )
         if loop is None:
             return
-        if self._loop is None or self._loop_pid != os.getpid():  # a forked child: its own loop
-            self._loop, self._loop_pid = loop, os.getpid()
+        if self._loop is None or self._loop_forks != forks:  # a forked child: its own loop
+            self._loop, self._loop_forks = loop, forks
         elif loop is not self._loop:
             raise UsageError(
                 "this AsyncClient's connections belong to the event loop it first ran in, and "

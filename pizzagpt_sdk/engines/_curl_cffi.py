@@ -15,7 +15,7 @@ The body arrives as it came off the wire, undecoded: the core decodes it, as for
 
 from __future__ import annotations
 
-import os
+import functools
 import ssl
 import threading
 import weakref
@@ -29,6 +29,7 @@ from curl_cffi.curl import CURL_WRITEFUNC_ERROR, CurlError
 
 from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError
 
+from . import _base
 from ._base import (
     _PARENTS_POOLS,
     AsyncEngine,
@@ -94,7 +95,10 @@ class _CurlBase:
         if self._async:
             self._options["max_clients"] = max_connections
         self._owns = http_client is None
-        self._pid = os.getpid()
+        self._forks = _base.forks
+        # The last call's timeouts and curl_cffi's for them, in one attribute (threads share
+        # it): most often the same object call after call.
+        self._limit: tuple[Timeout | None, tuple[float, float] | None] = (None, None)
         self._http: Any = http_client if http_client is not None else self._new_http()
         self._closed = False
         # The blocking engine's book of the curl handles its calls used (see CurlCffiEngine).
@@ -112,35 +116,50 @@ class _CurlBase:
 
     def _headers(self, response: Any) -> list[tuple[str, str]]:
         headers = list(response.headers.multi_items())
-        if self._http.curl_options.get(CurlOpt.HTTP_CONTENT_DECODING, 1):
+        if not self._owns and self._http.curl_options.get(CurlOpt.HTTP_CONTENT_DECODING, 1):
             # A caller's session, whose curl decodes the body itself (a write at a time, so
             # its memory stays bounded too): the body comes decoded, so no coding is named.
             return [(name, value) for name, value in headers if name.lower() != "content-encoding"]
         return headers
 
     def _session(self) -> Any:
-        if self._owns and self._pid != os.getpid():
+        if self._owns and self._forks != _base.forks:
             # After os.fork() the curl handles hold the parent's sockets: a new session.
-            self._pid = os.getpid()
+            self._forks = _base.forks
             _PARENTS_POOLS.append(self._http)
             self._http = self._new_http()
         return self._http
 
     def _arguments(self, request: Request, timeout: Timeout, body: _Body) -> dict[str, Any]:
-        # One total timeout for the whole exchange (connect included): the read timeout, which
-        # the core has already capped by what is left of the deadline; the connect one within it.
-        total = timeout.read if timeout.read is not None else timeout.connect
-        limit: Any = None
-        if total is not None:
-            connect = total if timeout.connect is None else min(timeout.connect, total)
-            limit = (connect, total - connect)
+        limit = self._limit
+        if limit[0] is not timeout:
+            limit = self._limit = (timeout, _limit(timeout))
         return {
-            "headers": dict(sent_headers(request.headers)),
+            "headers": _headers(request.headers),
             "data": request.body,
-            "timeout": limit,
+            "timeout": limit[1],
             "content_callback": body.write,
             "allow_redirects": False,  # as httpx: a redirect is an answer, not followed
         }
+
+
+def _limit(timeout: Timeout) -> tuple[float, float] | None:
+    """One total timeout for the whole exchange (connect included), as curl_cffi takes it: the
+    read timeout, which the core has already capped by what is left of the deadline; the
+    connect one within it."""
+    total = timeout.read if timeout.read is not None else timeout.connect
+    if total is None:
+        return None
+    connect = total if timeout.connect is None else min(timeout.connect, total)
+    return (connect, total - connect)
+
+
+@functools.lru_cache(maxsize=64)
+def _headers(headers: tuple[tuple[str, str], ...]) -> curl_requests.Headers:
+    """The request's headers as sent (`sent_headers`), in curl_cffi's own `Headers`: it copies
+    one as it is, where it would encode every name and value of a dict on every request. Never
+    changed (curl_cffi copies it), so one serves every call, in every thread."""
+    return curl_requests.Headers(dict(sent_headers(headers)))
 
 
 class _Body:
@@ -241,9 +260,9 @@ class CurlCffiEngine(_CurlBase, Engine):
             self._http.close()
 
     def _session(self) -> Any:
-        pid = self._pid
+        forks = self._forks
         session = super()._session()
-        if pid != self._pid:  # forked: the parent's handles are not the child's to close
+        if forks != self._forks:  # forked: the parent's handles are not the child's to close
             self._handles = weakref.WeakSet()
             self._busy = set()
         return session

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +19,7 @@ import httpx
 
 from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError
 
+from . import _base
 from ._base import (
     _PARENTS_POOLS,
     AsyncEngine,
@@ -84,7 +84,10 @@ class _HttpxBase:
         self._max_connections = max_connections
         self._transport = transport
         self._owns = http_client is None
-        self._pid = os.getpid()
+        self._forks = _base.forks
+        # The last call's timeouts and the library's for them, in one attribute (threads share
+        # it): most often the same object call after call.
+        self._timeouts: tuple[Timeout | None, Any] = (None, None)
         self._http: Any = http_client if http_client is not None else self._new_http()
         self._closed = False
 
@@ -105,20 +108,19 @@ class _HttpxBase:
         return client_class(proxy=self._proxy, verify=self._verify, limits=limits)
 
     def _build(self, request: Request, timeout: Timeout) -> Any:
-        if self._owns and self._pid != os.getpid() and self._transport is None:
+        if self._owns and self._forks != _base.forks and self._transport is None:
             # After os.fork() the pooled connections are the parent's sockets: a child that used
             # them would interleave its bytes with the parent's. Start a fresh pool, and leave
             # the parent's alone (closing it here could shut the parent's TLS sessions down).
-            self._pid = os.getpid()
+            self._forks = _base.forks
             _PARENTS_POOLS.append(self._http)
             self._http = self._new_http()
         url, headers = _target(self._module, request.url, request.headers)
+        timeouts = self._timeouts
+        if timeouts[0] is not timeout:
+            timeouts = self._timeouts = (timeout, _timeout(self._module, timeout))
         built = self._http.build_request(
-            request.method,
-            url,
-            headers=headers,
-            content=request.body,
-            timeout=_timeout(self._module, timeout),
+            request.method, url, headers=headers, content=request.body, timeout=timeouts[1]
         )
         # httpx sends a bytes body through an async generator, left suspended when a write fails
         # (a server that hangs up): trio warns when it is collected (encode/httpx#3686).
@@ -337,10 +339,16 @@ class _AsyncHttpxResponse(AsyncResponse):
         if self._chunks is None:
             return b""
         try:
-            return await anext(self._chunks, b"")
+            chunk = await anext(self._chunks, None)
         except self._engine._module.RequestError as exc:
             self._chunks = None
             raise self._engine._error(exc) from exc
+        if chunk is None:
+            # The body's end: its generators have all finished, so closing has nothing to
+            # unwind (`_abandon` costs a cancel scope and a cancelled read on every call).
+            self._chunks = None
+            return b""
+        return chunk
 
     async def aclose(self) -> None:
         chunks, self._chunks = self._chunks, None
