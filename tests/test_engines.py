@@ -251,6 +251,28 @@ async def test_a_read_timeout_is_an_api_timeout_error(
     assert (served_fake.calls, sleeps) == (2, [0.5])
 
 
+async def test_a_read_timeout_counts_from_the_last_bytes_on_a_kept_connection(
+    make_client: MakeSubject, served_fake: FakePizzaGPT
+) -> None:
+    # A body trickled in pieces 0.1 s apart, each well within a 0.3 s read timeout, arrives
+    # whole, however long it takes; then, on the same kept connection and with a far shorter
+    # timeout than the call before, a body that stops halfway ends at that timeout (aiohttp's
+    # engine keeps one read timer per response and moves it on: a timer left at the longer
+    # timeout would not do).
+    client = make_client(timeout=0.3, max_retries=0)
+    # curl_cffi's one timeout bounds the whole exchange (see its engine): its body is not
+    # trickled.
+    pieces = 1000 if client.client.engine == "curl_cffi" else 10
+    served_fake.script(*[Reply.answer("x" * 60).trickle(pieces, interval=0.1)] * 2)
+    assert (await client.ask("Hi")).text == "x" * 60
+    assert (await client.ask("Hi", timeout=30)).text == "x" * 60
+    served_fake.script(Reply.answer("y" * 60).trickle(40, interval=30))
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError):
+        await client.ask("Hi", timeout=0.2)
+    assert time.monotonic() - started < 0.2 + SLACK
+
+
 async def test_the_deadline_and_a_per_call_timeout_cap_every_wait(
     make_client: MakeSubject, served_fake: FakePizzaGPT
 ) -> None:

@@ -333,7 +333,7 @@ async def test_a_cancellation_from_outside_goes_through_the_calls_wait() -> None
                 await client.ask("Hi")
             assert scope.cancelled_caught
             started = time.monotonic()
-            with pytest.raises(APITimeoutError, match="deadline of 0.5 s ran out"):
+            with pytest.raises(APITimeoutError, match=r"deadline of 0\.5 s ran out"):
                 await client.ask("Hi", deadline=0.5)
             assert time.monotonic() - started < 0.5 + SLACK
             await anyio.sleep(0)  # a cancellation left pending on the task would land here

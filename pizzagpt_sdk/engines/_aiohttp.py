@@ -167,9 +167,12 @@ class _KeptReadTimer(ResponseHandler):
         if not timeout:
             self._drop_timeout()
             return
-        self._read_deadline = self._loop.time() + timeout
-        if self._read_timeout_handle is None:
-            self._read_timeout_handle = self._loop.call_at(self._read_deadline, self._read_timer)
+        self._read_deadline = deadline = self._loop.time() + timeout
+        handle = self._read_timeout_handle
+        if handle is None or deadline < handle.when():  # a shorter timeout than the last one's
+            if handle is not None:
+                handle.cancel()
+            self._read_timeout_handle = self._loop.call_at(deadline, self._read_timer)
 
     def _read_timer(self) -> None:
         if self._loop.time() < self._read_deadline:  # bytes came meanwhile
