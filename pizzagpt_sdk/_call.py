@@ -113,6 +113,7 @@ Action = Send | Sleep | Receive | Done
 _RECEIVE = Receive()
 _NO_TIMEOUT = Timeout(connect=None, read=None, write=None, pool=None)
 _DONE = Done()
+_DEFAULT_POLICY = RetryPolicy()
 
 
 class _State(enum.Enum):
@@ -165,17 +166,76 @@ class Call:
             raise InvalidTypeError(
                 f"retry_policy must be a RetryPolicy, not {type(retry_policy).__name__}"
             )
+        self._setup(
+            request,
+            shown_url(request),
+            clock,
+            now,
+            random,
+            check_max_retries(max_retries),
+            retry_policy or _DEFAULT_POLICY,
+            check_deadline(deadline),
+            check_max_response_bytes(max_response_bytes),
+            timeout or _NO_TIMEOUT,
+        )
+
+    @classmethod
+    def _checked(
+        cls,
+        request: Request,
+        shown: tuple[str, tuple[str, ...]],
+        *,
+        clock: Callable[[], float],
+        now: Callable[[], float],
+        random: Callable[[], float],
+        max_retries: int,
+        retry_policy: RetryPolicy,
+        deadline: float | None,
+        max_response_bytes: int,
+        timeout: Timeout,
+    ) -> Call:
+        """A call from values checked already, by a `Config`: what `__init__` would check is
+        taken as it is, and `shown` is `shown_url(request)`, worked out once per client."""
+        call = cls.__new__(cls)
+        call._setup(
+            request,
+            shown,
+            clock,
+            now,
+            random,
+            max_retries,
+            retry_policy,
+            deadline,
+            max_response_bytes,
+            timeout,
+        )
+        return call
+
+    def _setup(
+        self,
+        request: Request,
+        shown: tuple[str, tuple[str, ...]],
+        clock: Callable[[], float],
+        now: Callable[[], float],
+        random: Callable[[], float],
+        max_retries: int,
+        retry_policy: RetryPolicy,
+        deadline: float | None,
+        max_response_bytes: int,
+        timeout: Timeout,
+    ) -> None:
         self.request = request
         # What the call writes (errors, logs) never holds the secret or the URL's password.
-        self._url, self._secrets = shown_url(request)
+        self._url, self._secrets = shown
         self._clock = clock
         self._now = now
         self._random = random
-        self._max_retries = check_max_retries(max_retries)
-        self._policy = retry_policy or RetryPolicy()
-        self._deadline = check_deadline(deadline)
-        self._max_bytes = check_max_response_bytes(max_response_bytes)
-        self._timeout = timeout or _NO_TIMEOUT
+        self._max_retries = max_retries
+        self._policy = retry_policy
+        self._deadline = deadline
+        self._max_bytes = max_response_bytes
+        self._max_body = raw_limit(max_response_bytes)
+        self._timeout = timeout
         self._deadline_at: float | None = None  # set by the first next_action()
         self._started = False
         self._state = _State.READY
@@ -207,17 +267,21 @@ class Call:
             PizzaGPTError: The call failed and will not be retried: the last attempt's error,
                 or `APITimeoutError` when the deadline ran out.
         """
-        if not self._started:
-            self._started = True
-            if self._deadline is not None:
-                self._deadline_at = self._clock() + self._deadline
-        if self._state is _State.RECEIVING and self._remaining() == 0.0:
+        if self._state is _State.RECEIVING:
+            remaining = self._remaining()
+            if remaining is None:
+                return _RECEIVE
+            if remaining > 0.0:
+                return Receive(timeout=remaining)
             self._fail(self._deadline_error(), retryable=False)
+        if self._state is _State.DONE:
+            return _DONE
         if self._state is _State.FAILED:
             delay = self._retry_delay()
             assert self._error is not None
             if delay is None:
-                _log.debug("giving up on %s after %d attempt(s)", self._url, self._attempts)
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug("giving up on %s after %d attempt(s)", self._url, self._attempts)
                 raise self._error
             self._state = _State.READY
             _log.info(
@@ -230,6 +294,10 @@ class Call:
             if delay > 0:
                 return Sleep(delay, after=self._error)
         if self._state is _State.READY:
+            if not self._started:
+                self._started = True
+                if self._deadline is not None:
+                    self._deadline_at = self._clock() + self._deadline
             remaining = self._remaining()
             if remaining == 0.0:
                 error = self._deadline_error()
@@ -237,19 +305,17 @@ class Call:
                 raise error
             self._attempts += 1
             self._state = _State.SENT
-            _log.debug("POST %s, attempt %d", self._url, self._attempts)
+            # Guarded: a call to debug() costs more than the check, and the logger is most often
+            # off (the arguments are the same either way).
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("POST %s, attempt %d", self._url, self._attempts)
             return Send(
                 request=self.request,
                 timeout=remaining,
                 attempt=self._attempts,
                 timeouts=self._timeout.capped(remaining),
-                max_body=raw_limit(self._max_bytes),
+                max_body=self._max_body,
             )
-        if self._state is _State.RECEIVING:
-            remaining = self._remaining()
-            return _RECEIVE if remaining is None else Receive(timeout=remaining)
-        if self._state is _State.DONE:
-            return _DONE
         raise RuntimeError("after Send, call response_received() or transport_failed() first")
 
     def response_received(self, status_code: int, headers: Iterable[tuple[str, str]]) -> None:
@@ -260,7 +326,8 @@ class Call:
             headers: The response headers as (name, value) pairs.
         """
         self._expect(_State.SENT, "response_received")
-        _log.debug("HTTP %d from %s", status_code, self._url)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("HTTP %d from %s", status_code, self._url)
         try:
             self._reader = ResponseReader(
                 url=self._url,

@@ -181,19 +181,18 @@ class Settings:
             raise InvalidTypeError(f"prompt must be a string, not {type(prompt).__name__}")
         if not prompt.strip():
             raise InvalidValueError("the prompt is empty or only white space")
+        check_request_fields(model, search)
+        return self._build(prompt, model, search)
+
+    def _build(self, prompt: str, model: str | None, search: bool | None) -> Request:
+        """`build_request()` from checked values (a `Config` checks them)."""
         # json.dumps with its defaults is byte for byte what aiohttp's `json=` sends for gpt4free:
         # `{"question": "..."}`, then the optional fields in this order, ASCII only. Written with
         # json's own string encoder, which dumps() uses, without dumps()'s machinery per call.
         body = '{"question": ' + _json_string(prompt)
         if model is not None:
-            if not isinstance(model, str):
-                raise InvalidTypeError(f"model must be a string, not {type(model).__name__}")
-            if not model.strip():
-                raise InvalidValueError("model is empty: leave it out or use 'gpt-4o-mini'")
             body += ', "model": ' + _json_string(model)
         if search is not None:
-            if not isinstance(search, bool):
-                raise InvalidTypeError(f"search must be True, False or None, not {search!r}")
             body += ', "searchEnabled": true' if search else ', "searchEnabled": false'
         return Request(
             method="POST",
@@ -201,6 +200,22 @@ class Settings:
             headers=self._headers,
             body=(body + "}").encode("ascii"),
         )
+
+
+def check_request_fields(model: object, search: object) -> None:
+    """Check `build_request()`'s `model` and `search` (the per-call options of the same names).
+
+    Raises:
+        InvalidTypeError: `model` is not a string or `None`, or `search` not a bool or `None`.
+        InvalidValueError: `model` is empty.
+    """
+    if model is not None:
+        if not isinstance(model, str):
+            raise InvalidTypeError(f"model must be a string, not {type(model).__name__}")
+        if not model.strip():
+            raise InvalidValueError("model is empty: leave it out or use 'gpt-4o-mini'")
+    if search is not None and not isinstance(search, bool):
+        raise InvalidTypeError(f"search must be True, False or None, not {search!r}")
 
 
 def _check_header_value(what: str, value: object) -> str:
