@@ -66,6 +66,7 @@ _EXCERPT_CHARS = 300
 # protocol.md: match the start case-insensitively; the casing after the first words varies.
 _MISUSE_PREFIX = "misuse detected"
 _TEXT_OR_NULL = (str, type(None))
+_STOP = FinishReason("stop")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,11 +310,12 @@ class ResponseReader:
             if self._ok:
                 raise self._invalid(f"a body the SDK cannot decode: {exc}", b"") from None
             self._undecodable = str(exc)  # the status error says more; it says this too
+        # Most bodies are not coded: their bytes go to the buffer as they are, without a decoder.
+        self._coded = self._decoder is not None and not self._decoder.identity
         declared = self._headers.get("content-length", "")
         if self._ok and declared.isascii() and declared.isdigit():
             # The declared length is the coded one, which may be a little over the decoded.
-            coded = self._decoder is not None and not self._decoder.identity
-            most = raw_limit(max_bytes) - 1 if coded else max_bytes
+            most = raw_limit(max_bytes) - 1 if self._coded else max_bytes
             # int() refuses over 4,300 digits (CPython's limit): any 20 digits are too many.
             if len(declared) >= 20:
                 raise self._too_large(f"it declares a {len(declared)}-digit length")
@@ -343,13 +345,16 @@ class ResponseReader:
         if self._decoder is None:
             return []  # an error body in a coding the SDK cannot decode: only its status counts
         limit = self._max_bytes + 1 if self._ok else _ERROR_BODY_LIMIT
-        try:
-            for piece in self._decoder.feed(data):
-                self._buffer += piece[: limit - len(self._buffer)]
-                if len(self._buffer) >= limit:
-                    break
-        except DecodingError as exc:
-            raise self._undecoded(exc) from None
+        if not self._coded:
+            self._buffer += data[: limit - len(self._buffer)]
+        else:
+            try:
+                for piece in self._decoder.feed(data):
+                    self._buffer += piece[: limit - len(self._buffer)]
+                    if len(self._buffer) >= limit:
+                        break
+            except DecodingError as exc:
+                raise self._undecoded(exc) from None
         if len(self._buffer) < limit:
             return []
         if not self._ok:
@@ -374,10 +379,11 @@ class ResponseReader:
         if not self._ok:
             raise self._status_error()
         assert self._decoder is not None
-        try:
-            self._decoder.end()
-        except DecodingError as exc:
-            raise self._undecoded(exc) from None
+        if self._coded:
+            try:
+                self._decoder.end()
+            except DecodingError as exc:
+                raise self._undecoded(exc) from None
         body = bytes(self._buffer)
         try:
             document = json.loads(body)
@@ -439,13 +445,16 @@ class ResponseReader:
         if not has_text and not refusal:
             raise self._invalid("an answer with neither content nor refusal", body)
         events: list[Event] = [content] if has_text else []
-        events.append(
-            FinishReason(
-                "refusal" if refusal else "stop",
-                citations=tuple(citations),
-                refusal=refusal or None,
+        if not refusal and not citations:
+            events.append(_STOP)  # the common end, made once
+        else:
+            events.append(
+                FinishReason(
+                    "refusal" if refusal else "stop",
+                    citations=tuple(citations),
+                    refusal=refusal or None,
+                )
             )
-        )
         return events
 
     def _looks_like_html(self, body: bytes) -> bool:
