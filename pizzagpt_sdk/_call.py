@@ -42,7 +42,7 @@ from ._exceptions import (
     InvalidValueError,
     PizzaGPTError,
 )
-from ._models import Answer, FinishReason, Timeout
+from ._models import Answer, FinishReason, Timeout, field_setters, make_answer
 from ._protocol import DEFAULT_MAX_RESPONSE_BYTES, Event, Request, ResponseReader
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, check_max_retries, is_retryable
 
@@ -109,6 +109,31 @@ class Done:
 
 #: What `Call.next_action()` asks the driver to do.
 Action = Send | Sleep | Receive | Done
+
+_new = object.__new__
+_set_request, _set_timeout, _set_attempt, _set_timeouts, _set_max_body = field_setters(Send)
+(_set_receive_timeout,) = field_setters(Receive)
+
+
+def _send(
+    request: Request, timeout: float | None, attempt: int, timeouts: Timeout, max_body: int | None
+) -> Send:
+    """`Send(...)` with these fields, at half the cost (see `field_setters`)."""
+    send: Send = _new(Send)
+    _set_request(send, request)
+    _set_timeout(send, timeout)
+    _set_attempt(send, attempt)
+    _set_timeouts(send, timeouts)
+    _set_max_body(send, max_body)
+    return send
+
+
+def _receive(timeout: float | None) -> Receive:
+    """`Receive(timeout=timeout)`, at a third less (see `field_setters`)."""
+    receive: Receive = _new(Receive)
+    _set_receive_timeout(receive, timeout)
+    return receive
+
 
 _RECEIVE = Receive()
 _NO_TIMEOUT = Timeout(connect=None, read=None, write=None, pool=None)
@@ -272,7 +297,7 @@ class Call:
             if remaining is None:
                 return _RECEIVE
             if remaining > 0.0:
-                return Receive(timeout=remaining)
+                return _receive(remaining)
             self._fail(self._deadline_error(), retryable=False)
         if self._state is _State.DONE:
             return _DONE
@@ -309,12 +334,12 @@ class Call:
             # off (the arguments are the same either way).
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug("POST %s, attempt %d", self._url, self._attempts)
-            return Send(
-                request=self.request,
-                timeout=remaining,
-                attempt=self._attempts,
-                timeouts=self._timeout.capped(remaining),
-                max_body=self._max_body,
+            return _send(
+                self.request,
+                remaining,
+                self._attempts,
+                self._timeout.capped(remaining),
+                self._max_body,
             )
         raise RuntimeError("after Send, call response_received() or transport_failed() first")
 
@@ -533,7 +558,7 @@ class Transcript:
     def add(self, event: Event) -> Answer | None:
         """Add the next event; returns the `Answer` when `event` is the `FinishReason`."""
         if isinstance(event, FinishReason):
-            self.answer = Answer(text="".join(self._texts), finish_reason=event)
+            self.answer = make_answer("".join(self._texts), event)
             return self.answer
         self._texts.append(event)
         return None

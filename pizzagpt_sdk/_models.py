@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, fields
+from typing import Any
 
 __all__ = ["Answer", "FinishReason", "Timeout"]
+
+
+def field_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """The setters of a frozen slots dataclass's fields, in order, for a private constructor of
+    a value the core makes on every call.
+
+    A frozen dataclass's `__init__` sets each field through `object.__setattr__`, most of what
+    a small value costs; a slot's own setter, called on `object.__new__(cls)`, takes about a
+    third less, and no `__init__` call. Such a constructor takes every field, in order, without
+    defaults or checks: it is for values the core has made itself (a test checks that each one
+    makes what the class's own constructor does).
+    """
+    return tuple(cls.__dict__[field.name].__set__ for field in fields(cls))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +75,18 @@ class Answer:
         if self.citations:
             parts.append("**Sources**\n\n" + "\n".join(f"1. <{url}>" for url in self.citations))
         return "\n\n".join(parts)
+
+
+_new = object.__new__
+_set_text, _set_finish_reason = field_setters(Answer)
+
+
+def make_answer(text: str, finish_reason: FinishReason) -> Answer:
+    """`Answer(text=text, finish_reason=finish_reason)`, at a third less (see `field_setters`)."""
+    answer: Answer = _new(Answer)
+    _set_text(answer, text)
+    _set_finish_reason(answer, finish_reason)
+    return answer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
