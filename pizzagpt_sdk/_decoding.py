@@ -246,9 +246,6 @@ class ContentDecoder:
     """
 
     def __init__(self, content_encoding: str) -> None:
-        if not content_encoding:  # the common case: no coding
-            self._layers: list[_Layer] = []
-            return
         names = [name.strip().lower() for name in content_encoding.split(",")]
         names = [name for name in names if name and name != "identity"]
         if len(names) > MAX_LAYERS:

@@ -67,6 +67,8 @@ _EXCERPT_CHARS = 300
 _MISUSE_PREFIX = "misuse detected"
 _TEXT_OR_NULL = (str, type(None))
 _STOP = FinishReason("stop")
+# A decoder of no codings keeps no state: one serves every body that is not coded.
+_NOT_CODED = ContentDecoder("")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -306,17 +308,22 @@ class ResponseReader:
         self._now = now
         self._buffer = bytearray()
         # The body is decoded here, not by the HTTP library, a bounded step at a time: what is
-        # counted against the limit is what comes out of the decoder (see _decoding.py).
-        self._decoder: ContentDecoder | None = None
+        # counted against the limit is what comes out of the decoder (see _decoding.py). Most
+        # bodies are not coded: their bytes go to the buffer as they are.
+        self._decoder: ContentDecoder | None = _NOT_CODED
+        self._coded = False
         self._undecodable: str | None = None
-        try:
-            self._decoder = ContentDecoder(self._headers.get("content-encoding", ""))
-        except DecodingError as exc:
-            if self._ok:
-                raise self._invalid(f"a body the SDK cannot decode: {exc}", b"") from None
-            self._undecodable = str(exc)  # the status error says more; it says this too
-        # Most bodies are not coded: their bytes go to the buffer as they are, without a decoder.
-        self._coded = self._decoder is not None and not self._decoder.identity
+        coding = self._headers.get("content-encoding")
+        if coding:
+            try:
+                self._decoder = ContentDecoder(coding)
+            except DecodingError as exc:
+                self._decoder = None
+                if self._ok:
+                    raise self._invalid(f"a body the SDK cannot decode: {exc}", b"") from None
+                self._undecodable = str(exc)  # the status error says more; it says this too
+            else:
+                self._coded = not self._decoder.identity
         declared = self._headers.get("content-length", "")
         if self._ok and declared.isascii() and declared.isdigit():
             # The declared length is the coded one, which may be a little over the decoded.
