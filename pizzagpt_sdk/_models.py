@@ -109,15 +109,18 @@ class Timeout:
         """These timeouts, none longer than `cap` (what is left of a deadline; `None`: no cap)."""
         if cap is None:
             return self
-        # Once per attempt: written out, without a generator (a call's default timeouts are
-        # shorter than its deadline, so this is most often `self`).
+        # Once per attempt: written out, without a generator or max() (a call's default
+        # timeouts are shorter than its deadline, so this is most often `self`).
         connect, read, write, pool = self.connect, self.read, self.write, self.pool
         if (
             connect is not None
+            and connect <= cap
             and read is not None
+            and read <= cap
             and write is not None
+            and write <= cap
             and pool is not None
-            and max(connect, read, write, pool) <= cap
+            and pool <= cap
         ):
             return self
         return Timeout(
