@@ -464,7 +464,8 @@ class Call:
     def _remaining(self) -> float | None:
         if self._deadline_at is None:
             return None
-        return max(0.0, self._deadline_at - self._clock())
+        remaining = self._deadline_at - self._clock()
+        return remaining if remaining > 0.0 else 0.0  # max(0.0, remaining), without the call
 
     def _deadline_error(self) -> APITimeoutError:
         error = APITimeoutError(
@@ -579,9 +580,14 @@ def collect(events: Iterable[Event]) -> Answer:
     Raises:
         InvalidValueError: The events hold no `FinishReason` (the stream was not finished).
     """
-    transcript = Transcript()
+    # What a Transcript does, without a method call per event.
+    texts: list[str] = []
+    answer: Answer | None = None
     for event in events:
-        transcript.add(event)
-    if transcript.answer is None:
+        if isinstance(event, FinishReason):
+            answer = make_answer("".join(texts), event)
+        else:
+            texts.append(event)
+    if answer is None:
         raise InvalidValueError("the stream ended without a FinishReason")
-    return transcript.answer
+    return answer
