@@ -359,7 +359,8 @@ class Call:
             status_code: The HTTP status code.
             headers: The response headers as (name, value) pairs.
         """
-        self._expect(_SENT, "response_received")
+        if self._state is not _SENT:
+            raise self._not_now("response_received")
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("HTTP %d from %s", status_code, self._url)
         try:
@@ -381,7 +382,8 @@ class Call:
         Returns:
             The events it completes, to hand to the caller in order.
         """
-        self._expect(_RECEIVING, "data_received")
+        if self._state is not _RECEIVING:
+            raise self._not_now("data_received")
         assert self._reader is not None
         try:
             return self._delivering(self._reader.feed(data))
@@ -395,7 +397,8 @@ class Call:
         Returns:
             The remaining events, ending with the `FinishReason` when the call succeeded.
         """
-        self._expect(_RECEIVING, "body_ended")
+        if self._state is not _RECEIVING:
+            raise self._not_now("body_ended")
         assert self._reader is not None
         try:
             events = self._reader.end()
@@ -476,9 +479,8 @@ class Call:
         error.__cause__ = self._error
         return error
 
-    def _expect(self, state: _State, method: str) -> None:
-        if self._state is not state:
-            raise RuntimeError(f"{method}() is not valid now (the call is {self._state.name})")
+    def _not_now(self, method: str) -> RuntimeError:
+        return RuntimeError(f"{method}() is not valid now (the call is {self._state.name})")
 
 
 def shown_url(request: Request) -> tuple[str, tuple[str, ...]]:
