@@ -42,7 +42,7 @@ from ._exceptions import (
     InvalidValueError,
     PizzaGPTError,
 )
-from ._models import Answer, FinishReason, Timeout
+from ._models import Answer, FinishReason, Timeout, field_setters, make_answer
 from ._protocol import DEFAULT_MAX_RESPONSE_BYTES, Event, Request, ResponseReader
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, check_max_retries, is_retryable
 
@@ -110,9 +110,35 @@ class Done:
 #: What `Call.next_action()` asks the driver to do.
 Action = Send | Sleep | Receive | Done
 
+_new = object.__new__
+_set_request, _set_timeout, _set_attempt, _set_timeouts, _set_max_body = field_setters(Send)
+(_set_receive_timeout,) = field_setters(Receive)
+
+
+def _send(
+    request: Request, timeout: float | None, attempt: int, timeouts: Timeout, max_body: int | None
+) -> Send:
+    """`Send(...)` with these fields, at half the cost (see `field_setters`)."""
+    send: Send = _new(Send)
+    _set_request(send, request)
+    _set_timeout(send, timeout)
+    _set_attempt(send, attempt)
+    _set_timeouts(send, timeouts)
+    _set_max_body(send, max_body)
+    return send
+
+
+def _receive(timeout: float | None) -> Receive:
+    """`Receive(timeout=timeout)`, at a third less (see `field_setters`)."""
+    receive: Receive = _new(Receive)
+    _set_receive_timeout(receive, timeout)
+    return receive
+
+
 _RECEIVE = Receive()
 _NO_TIMEOUT = Timeout(connect=None, read=None, write=None, pool=None)
-_DONE = Done()
+_DONE_ACTION = Done()
+_DEFAULT_POLICY = RetryPolicy()
 
 
 class _State(enum.Enum):
@@ -121,6 +147,15 @@ class _State(enum.Enum):
     RECEIVING = enum.auto()  #: reading the body
     FAILED = enum.auto()  #: the attempt failed; retry or raise
     DONE = enum.auto()  #: the call succeeded
+
+
+# The states as module constants: on Python 3.11 an Enum member looked up on its class costs
+# about 1,200 instructions, as much as some whole steps of a call; a global costs a few.
+_READY = _State.READY
+_SENT = _State.SENT
+_RECEIVING = _State.RECEIVING
+_FAILED = _State.FAILED
+_DONE = _State.DONE
 
 
 class Call:
@@ -165,20 +200,79 @@ class Call:
             raise InvalidTypeError(
                 f"retry_policy must be a RetryPolicy, not {type(retry_policy).__name__}"
             )
+        self._setup(
+            request,
+            shown_url(request),
+            clock,
+            now,
+            random,
+            check_max_retries(max_retries),
+            retry_policy or _DEFAULT_POLICY,
+            check_deadline(deadline),
+            check_max_response_bytes(max_response_bytes),
+            timeout or _NO_TIMEOUT,
+        )
+
+    @classmethod
+    def _checked(
+        cls,
+        request: Request,
+        shown: tuple[str, tuple[str, ...]],
+        *,
+        clock: Callable[[], float],
+        now: Callable[[], float],
+        random: Callable[[], float],
+        max_retries: int,
+        retry_policy: RetryPolicy,
+        deadline: float | None,
+        max_response_bytes: int,
+        timeout: Timeout,
+    ) -> Call:
+        """A call from values checked already, by a `Config`: what `__init__` would check is
+        taken as it is, and `shown` is `shown_url(request)`, worked out once per client."""
+        call = cls.__new__(cls)
+        call._setup(
+            request,
+            shown,
+            clock,
+            now,
+            random,
+            max_retries,
+            retry_policy,
+            deadline,
+            max_response_bytes,
+            timeout,
+        )
+        return call
+
+    def _setup(
+        self,
+        request: Request,
+        shown: tuple[str, tuple[str, ...]],
+        clock: Callable[[], float],
+        now: Callable[[], float],
+        random: Callable[[], float],
+        max_retries: int,
+        retry_policy: RetryPolicy,
+        deadline: float | None,
+        max_response_bytes: int,
+        timeout: Timeout,
+    ) -> None:
         self.request = request
         # What the call writes (errors, logs) never holds the secret or the URL's password.
-        self._url, self._secrets = shown_url(request)
+        self._url, self._secrets = shown
         self._clock = clock
         self._now = now
         self._random = random
-        self._max_retries = check_max_retries(max_retries)
-        self._policy = retry_policy or RetryPolicy()
-        self._deadline = check_deadline(deadline)
-        self._max_bytes = check_max_response_bytes(max_response_bytes)
-        self._timeout = timeout or _NO_TIMEOUT
+        self._max_retries = max_retries
+        self._policy = retry_policy
+        self._deadline = deadline
+        self._max_bytes = max_response_bytes
+        self._max_body = raw_limit(max_response_bytes)
+        self._timeout = timeout
         self._deadline_at: float | None = None  # set by the first next_action()
         self._started = False
-        self._state = _State.READY
+        self._state = _READY
         self._attempts = 0
         self._reader: ResponseReader | None = None
         self._error: PizzaGPTError | None = None
@@ -195,7 +289,7 @@ class Call:
         """Whether the call is reading a response's body: what `data_received()` and
         `body_ended()` need. A driver that knows the body is complete can call `body_ended()`
         when this is true, without asking `next_action()` first."""
-        return self._state is _State.RECEIVING
+        return self._state is _RECEIVING
 
     def next_action(self) -> Action:
         """What the driver must do next.
@@ -207,19 +301,23 @@ class Call:
             PizzaGPTError: The call failed and will not be retried: the last attempt's error,
                 or `APITimeoutError` when the deadline ran out.
         """
-        if not self._started:
-            self._started = True
-            if self._deadline is not None:
-                self._deadline_at = self._clock() + self._deadline
-        if self._state is _State.RECEIVING and self._remaining() == 0.0:
+        if self._state is _RECEIVING:
+            remaining = self._remaining()
+            if remaining is None:
+                return _RECEIVE
+            if remaining > 0.0:
+                return _receive(remaining)
             self._fail(self._deadline_error(), retryable=False)
-        if self._state is _State.FAILED:
+        if self._state is _DONE:
+            return _DONE_ACTION
+        if self._state is _FAILED:
             delay = self._retry_delay()
             assert self._error is not None
             if delay is None:
-                _log.debug("giving up on %s after %d attempt(s)", self._url, self._attempts)
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug("giving up on %s after %d attempt(s)", self._url, self._attempts)
                 raise self._error
-            self._state = _State.READY
+            self._state = _READY
             _log.info(
                 "retrying %s in %.3f s (attempt %d failed: %s)",
                 self._url,
@@ -229,27 +327,29 @@ class Call:
             )
             if delay > 0:
                 return Sleep(delay, after=self._error)
-        if self._state is _State.READY:
+        if self._state is _READY:
+            if not self._started:
+                self._started = True
+                if self._deadline is not None:
+                    self._deadline_at = self._clock() + self._deadline
             remaining = self._remaining()
             if remaining == 0.0:
                 error = self._deadline_error()
                 self._fail(error, retryable=False)
                 raise error
             self._attempts += 1
-            self._state = _State.SENT
-            _log.debug("POST %s, attempt %d", self._url, self._attempts)
-            return Send(
-                request=self.request,
-                timeout=remaining,
-                attempt=self._attempts,
-                timeouts=self._timeout.capped(remaining),
-                max_body=raw_limit(self._max_bytes),
+            self._state = _SENT
+            # Guarded: a call to debug() costs more than the check, and the logger is most often
+            # off (the arguments are the same either way).
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("POST %s, attempt %d", self._url, self._attempts)
+            return _send(
+                self.request,
+                remaining,
+                self._attempts,
+                self._timeout.capped(remaining),
+                self._max_body,
             )
-        if self._state is _State.RECEIVING:
-            remaining = self._remaining()
-            return _RECEIVE if remaining is None else Receive(timeout=remaining)
-        if self._state is _State.DONE:
-            return _DONE
         raise RuntimeError("after Send, call response_received() or transport_failed() first")
 
     def response_received(self, status_code: int, headers: Iterable[tuple[str, str]]) -> None:
@@ -259,8 +359,10 @@ class Call:
             status_code: The HTTP status code.
             headers: The response headers as (name, value) pairs.
         """
-        self._expect(_State.SENT, "response_received")
-        _log.debug("HTTP %d from %s", status_code, self._url)
+        if self._state is not _SENT:
+            raise self._not_now("response_received")
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("HTTP %d from %s", status_code, self._url)
         try:
             self._reader = ResponseReader(
                 url=self._url,
@@ -272,7 +374,7 @@ class Call:
         except PizzaGPTError as error:
             self._fail(error, retryable=False)
         else:
-            self._state = _State.RECEIVING
+            self._state = _RECEIVING
 
     def data_received(self, data: bytes) -> list[Event]:
         """Feed the next chunk of the body.
@@ -280,7 +382,8 @@ class Call:
         Returns:
             The events it completes, to hand to the caller in order.
         """
-        self._expect(_State.RECEIVING, "data_received")
+        if self._state is not _RECEIVING:
+            raise self._not_now("data_received")
         assert self._reader is not None
         try:
             return self._delivering(self._reader.feed(data))
@@ -294,14 +397,15 @@ class Call:
         Returns:
             The remaining events, ending with the `FinishReason` when the call succeeded.
         """
-        self._expect(_State.RECEIVING, "body_ended")
+        if self._state is not _RECEIVING:
+            raise self._not_now("body_ended")
         assert self._reader is not None
         try:
             events = self._reader.end()
         except PizzaGPTError as error:
             self._fail(error, retryable=is_retryable(error))
             return []
-        self._state = _State.DONE
+        self._state = _DONE
         return self._delivering(events)
 
     def transport_failed(self, cause: BaseException, *, timeout: bool) -> None:
@@ -311,7 +415,7 @@ class Call:
             cause: The HTTP library's exception; it becomes the SDK error's `__cause__`.
             timeout: Whether it was a timeout.
         """
-        if self._state not in (_State.SENT, _State.RECEIVING):
+        if self._state not in (_SENT, _RECEIVING):
             raise RuntimeError("transport_failed() is only valid after Send or Receive")
         url = self._url
         what = _describe(cause)
@@ -319,7 +423,7 @@ class Call:
             error: APIConnectionError = APITimeoutError(
                 f"timed out talking to {url} ({what})", url=url
             )
-        elif self._state is _State.SENT:
+        elif self._state is _SENT:
             error = APIConnectionError(f"could not reach {url} ({what})", url=url)
         else:
             error = APIConnectionError(
@@ -331,7 +435,7 @@ class Call:
     def timed_out(self) -> None:
         """Tell the call the wait for the last `Send` or `Receive` was stopped at its `timeout`,
         what was left of the deadline: the call fails with `APITimeoutError`, not retried."""
-        if self._state not in (_State.SENT, _State.RECEIVING):
+        if self._state not in (_SENT, _RECEIVING):
             raise RuntimeError("timed_out() is only valid after Send or Receive")
         self._fail(self._deadline_error(), retryable=False)
 
@@ -346,7 +450,7 @@ class Call:
         _scrub(error, self._secrets)
         self._error = error
         self._retryable = retryable
-        self._state = _State.FAILED
+        self._state = _FAILED
         self._reader = None
 
     def _retry_delay(self) -> float | None:
@@ -363,7 +467,8 @@ class Call:
     def _remaining(self) -> float | None:
         if self._deadline_at is None:
             return None
-        return max(0.0, self._deadline_at - self._clock())
+        remaining = self._deadline_at - self._clock()
+        return remaining if remaining > 0.0 else 0.0  # max(0.0, remaining), without the call
 
     def _deadline_error(self) -> APITimeoutError:
         error = APITimeoutError(
@@ -374,9 +479,8 @@ class Call:
         error.__cause__ = self._error
         return error
 
-    def _expect(self, state: _State, method: str) -> None:
-        if self._state is not state:
-            raise RuntimeError(f"{method}() is not valid now (the call is {self._state.name})")
+    def _not_now(self, method: str) -> RuntimeError:
+        return RuntimeError(f"{method}() is not valid now (the call is {self._state.name})")
 
 
 def shown_url(request: Request) -> tuple[str, tuple[str, ...]]:
@@ -466,7 +570,7 @@ class Transcript:
     def add(self, event: Event) -> Answer | None:
         """Add the next event; returns the `Answer` when `event` is the `FinishReason`."""
         if isinstance(event, FinishReason):
-            self.answer = Answer(text="".join(self._texts), finish_reason=event)
+            self.answer = make_answer("".join(self._texts), event)
             return self.answer
         self._texts.append(event)
         return None
@@ -478,9 +582,14 @@ def collect(events: Iterable[Event]) -> Answer:
     Raises:
         InvalidValueError: The events hold no `FinishReason` (the stream was not finished).
     """
-    transcript = Transcript()
+    # What a Transcript does, without a method call per event.
+    texts: list[str] = []
+    answer: Answer | None = None
     for event in events:
-        transcript.add(event)
-    if transcript.answer is None:
+        if isinstance(event, FinishReason):
+            answer = make_answer("".join(texts), event)
+        else:
+            texts.append(event)
+    if answer is None:
         raise InvalidValueError("the stream ended without a FinishReason")
-    return transcript.answer
+    return answer

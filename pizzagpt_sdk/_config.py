@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
-from ._call import Call, check_deadline, check_max_response_bytes
+from ._call import Call, check_deadline, check_max_response_bytes, shown_url
 from ._exceptions import InvalidTypeError, InvalidValueError, UsageError
 from ._models import Timeout
 from ._prompt import Messages, flatten_messages
@@ -26,6 +26,7 @@ from ._protocol import (
     DEFAULT_SECRET,
     DEFAULT_USER_AGENT,
     Settings,
+    check_request_fields,
 )
 from ._retry import DEFAULT_MAX_RETRIES, RetryPolicy, check_max_retries
 
@@ -104,6 +105,12 @@ class Config:
     #: `True`, `False`, a CA bundle's path, or an `ssl.SSLContext`.
     verify: Any = True
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # What every call of this client shares, worked out once: the URL its errors and logs show,
+    # and the secrets they must not.
+    _shown: tuple[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_shown", shown_url(self.settings.build_request("-")))
 
     @classmethod
     def from_arguments(
@@ -242,9 +249,7 @@ class Config:
         if "timeout" in options:
             check_timeout(options["timeout"])
         model, search = options.get("model"), options.get("search")
-        if model is not None or search is not None:
-            # The request's builder checks them: build one, and throw it away.
-            self.settings.build_request("-", model=model, search=search)  # type: ignore[arg-type]
+        check_request_fields(model, search)
 
     def new_call(
         self,
@@ -260,25 +265,34 @@ class Config:
         Raises:
             UsageError: Bad messages or options (an unknown option's name among them).
         """
-        self.check_options(options)
+        if options:
+            self.check_options(options)
         prompt = flatten_messages(
             messages,
             include_system=options.get("include_system", True),
             assistant_suffix=options.get("assistant_suffix", True),
         )
-        request = self.settings.build_request(
-            prompt, model=options.get("model"), search=options.get("search")
-        )
-        return Call(
+        # Everything was checked, here or when the client was built: the call takes it as it is
+        # (the options as `Call.__init__` would take them: a `retry_policy` of None is the default).
+        request = self.settings._build(prompt, options.get("model"), options.get("search"))
+        timeout, deadline, policy = self.timeout, self.deadline, self.retry_policy
+        if "timeout" in options:
+            timeout = check_timeout(options["timeout"])
+        if "deadline" in options:
+            deadline = check_deadline(options["deadline"])
+        if "retry_policy" in options:
+            policy = _check_policy(options["retry_policy"])
+        return Call._checked(
             request,
+            self._shown,
             clock=clock,
             now=now,
             random=random,
             max_retries=options.get("max_retries", self.max_retries),
-            retry_policy=options.get("retry_policy", self.retry_policy),
-            deadline=options.get("deadline", self.deadline),
+            retry_policy=policy,
+            deadline=deadline,
             max_response_bytes=self.max_response_bytes,
-            timeout=check_timeout(options["timeout"]) if "timeout" in options else self.timeout,
+            timeout=timeout,
         )
 
 

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, fields
+from typing import Any
 
 __all__ = ["Answer", "FinishReason", "Timeout"]
+
+
+def field_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """The setters of a frozen slots dataclass's fields, in order, for a private constructor of
+    a value the core makes on every call.
+
+    A frozen dataclass's `__init__` sets each field through `object.__setattr__`, most of what
+    a small value costs; a slot's own setter, called on `object.__new__(cls)`, takes about a
+    third less, and no `__init__` call. Such a constructor takes every field, in order, without
+    defaults or checks: it is for values the core has made itself (a test checks that each one
+    makes what the class's own constructor does).
+    """
+    return tuple(cls.__dict__[field.name].__set__ for field in fields(cls))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +77,18 @@ class Answer:
         return "\n\n".join(parts)
 
 
+_new = object.__new__
+_set_text, _set_finish_reason = field_setters(Answer)
+
+
+def make_answer(text: str, finish_reason: FinishReason) -> Answer:
+    """`Answer(text=text, finish_reason=finish_reason)`, at a third less (see `field_setters`)."""
+    answer: Answer = _new(Answer)
+    _set_text(answer, text)
+    _set_finish_reason(answer, finish_reason)
+    return answer
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Timeout:
     """The most each wait of a request may take, in seconds; `None` for no limit.
@@ -82,15 +109,18 @@ class Timeout:
         """These timeouts, none longer than `cap` (what is left of a deadline; `None`: no cap)."""
         if cap is None:
             return self
-        # Once per attempt: written out, without a generator (a call's default timeouts are
-        # shorter than its deadline, so this is most often `self`).
+        # Once per attempt: written out, without a generator or max() (a call's default
+        # timeouts are shorter than its deadline, so this is most often `self`).
         connect, read, write, pool = self.connect, self.read, self.write, self.pool
         if (
             connect is not None
+            and connect <= cap
             and read is not None
+            and read <= cap
             and write is not None
+            and write <= cap
             and pool is not None
-            and max(connect, read, write, pool) <= cap
+            and pool <= cap
         ):
             return self
         return Timeout(

@@ -30,7 +30,7 @@ from ._exceptions import (
     RateLimitError,
     SecretRejectedError,
 )
-from ._models import FinishReason
+from ._models import FinishReason, field_setters
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -66,6 +66,9 @@ _EXCERPT_CHARS = 300
 # protocol.md: match the start case-insensitively; the casing after the first words varies.
 _MISUSE_PREFIX = "misuse detected"
 _TEXT_OR_NULL = (str, type(None))
+_STOP = FinishReason("stop")
+# A decoder of no codings keeps no state: one serves every body that is not coded.
+_NOT_CODED = ContentDecoder("")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,26 +184,46 @@ class Settings:
             raise InvalidTypeError(f"prompt must be a string, not {type(prompt).__name__}")
         if not prompt.strip():
             raise InvalidValueError("the prompt is empty or only white space")
+        check_request_fields(model, search)
+        return self._build(prompt, model, search)
+
+    def _build(self, prompt: str, model: str | None, search: bool | None) -> Request:
+        """`build_request()` from checked values (a `Config` checks them)."""
         # json.dumps with its defaults is byte for byte what aiohttp's `json=` sends for gpt4free:
         # `{"question": "..."}`, then the optional fields in this order, ASCII only. Written with
         # json's own string encoder, which dumps() uses, without dumps()'s machinery per call.
         body = '{"question": ' + _json_string(prompt)
         if model is not None:
-            if not isinstance(model, str):
-                raise InvalidTypeError(f"model must be a string, not {type(model).__name__}")
-            if not model.strip():
-                raise InvalidValueError("model is empty: leave it out or use 'gpt-4o-mini'")
             body += ', "model": ' + _json_string(model)
         if search is not None:
-            if not isinstance(search, bool):
-                raise InvalidTypeError(f"search must be True, False or None, not {search!r}")
             body += ', "searchEnabled": true' if search else ', "searchEnabled": false'
-        return Request(
-            method="POST",
-            url=self._url,
-            headers=self._headers,
-            body=(body + "}").encode("ascii"),
-        )
+        request: Request = _new(Request)
+        _set_method(request, "POST")
+        _set_url(request, self._url)
+        _set_headers(request, self._headers)
+        _set_body(request, (body + "}").encode("ascii"))
+        return request
+
+
+# `Request(...)` costs twice what its fields' own setters do (see `field_setters`).
+_new = object.__new__
+_set_method, _set_url, _set_headers, _set_body = field_setters(Request)
+
+
+def check_request_fields(model: object, search: object) -> None:
+    """Check `build_request()`'s `model` and `search` (the per-call options of the same names).
+
+    Raises:
+        InvalidTypeError: `model` is not a string or `None`, or `search` not a bool or `None`.
+        InvalidValueError: `model` is empty.
+    """
+    if model is not None:
+        if not isinstance(model, str):
+            raise InvalidTypeError(f"model must be a string, not {type(model).__name__}")
+        if not model.strip():
+            raise InvalidValueError("model is empty: leave it out or use 'gpt-4o-mini'")
+    if search is not None and not isinstance(search, bool):
+        raise InvalidTypeError(f"search must be True, False or None, not {search!r}")
 
 
 def _check_header_value(what: str, value: object) -> str:
@@ -285,20 +308,26 @@ class ResponseReader:
         self._now = now
         self._buffer = bytearray()
         # The body is decoded here, not by the HTTP library, a bounded step at a time: what is
-        # counted against the limit is what comes out of the decoder (see _decoding.py).
-        self._decoder: ContentDecoder | None = None
+        # counted against the limit is what comes out of the decoder (see _decoding.py). Most
+        # bodies are not coded: their bytes go to the buffer as they are.
+        self._decoder: ContentDecoder | None = _NOT_CODED
+        self._coded = False
         self._undecodable: str | None = None
-        try:
-            self._decoder = ContentDecoder(self._headers.get("content-encoding", ""))
-        except DecodingError as exc:
-            if self._ok:
-                raise self._invalid(f"a body the SDK cannot decode: {exc}", b"") from None
-            self._undecodable = str(exc)  # the status error says more; it says this too
+        coding = self._headers.get("content-encoding")
+        if coding:
+            try:
+                self._decoder = ContentDecoder(coding)
+            except DecodingError as exc:
+                self._decoder = None
+                if self._ok:
+                    raise self._invalid(f"a body the SDK cannot decode: {exc}", b"") from None
+                self._undecodable = str(exc)  # the status error says more; it says this too
+            else:
+                self._coded = not self._decoder.identity
         declared = self._headers.get("content-length", "")
         if self._ok and declared.isascii() and declared.isdigit():
             # The declared length is the coded one, which may be a little over the decoded.
-            coded = self._decoder is not None and not self._decoder.identity
-            most = raw_limit(max_bytes) - 1 if coded else max_bytes
+            most = raw_limit(max_bytes) - 1 if self._coded else max_bytes
             # int() refuses over 4,300 digits (CPython's limit): any 20 digits are too many.
             if len(declared) >= 20:
                 raise self._too_large(f"it declares a {len(declared)}-digit length")
@@ -328,13 +357,16 @@ class ResponseReader:
         if self._decoder is None:
             return []  # an error body in a coding the SDK cannot decode: only its status counts
         limit = self._max_bytes + 1 if self._ok else _ERROR_BODY_LIMIT
-        try:
-            for piece in self._decoder.feed(data):
-                self._buffer += piece[: limit - len(self._buffer)]
-                if len(self._buffer) >= limit:
-                    break
-        except DecodingError as exc:
-            raise self._undecoded(exc) from None
+        if not self._coded:
+            self._buffer += data[: limit - len(self._buffer)]
+        else:
+            try:
+                for piece in self._decoder.feed(data):
+                    self._buffer += piece[: limit - len(self._buffer)]
+                    if len(self._buffer) >= limit:
+                        break
+            except DecodingError as exc:
+                raise self._undecoded(exc) from None
         if len(self._buffer) < limit:
             return []
         if not self._ok:
@@ -359,10 +391,11 @@ class ResponseReader:
         if not self._ok:
             raise self._status_error()
         assert self._decoder is not None
-        try:
-            self._decoder.end()
-        except DecodingError as exc:
-            raise self._undecoded(exc) from None
+        if self._coded:
+            try:
+                self._decoder.end()
+            except DecodingError as exc:
+                raise self._undecoded(exc) from None
         body = bytes(self._buffer)
         try:
             document = json.loads(body)
@@ -424,13 +457,16 @@ class ResponseReader:
         if not has_text and not refusal:
             raise self._invalid("an answer with neither content nor refusal", body)
         events: list[Event] = [content] if has_text else []
-        events.append(
-            FinishReason(
-                "refusal" if refusal else "stop",
-                citations=tuple(citations),
-                refusal=refusal or None,
+        if not refusal and not citations:
+            events.append(_STOP)  # the common end, made once
+        else:
+            events.append(
+                FinishReason(
+                    "refusal" if refusal else "stop",
+                    citations=tuple(citations),
+                    refusal=refusal or None,
+                )
             )
-        )
         return events
 
     def _looks_like_html(self, body: bytes) -> bool:

@@ -6,7 +6,9 @@ and records every action the call asks for, so each sleep is checked to the exac
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -29,6 +31,8 @@ from pizzagpt_sdk import (
     RateLimitError,
     SecretRejectedError,
 )
+from pizzagpt_sdk._call import _receive, _send
+from pizzagpt_sdk._models import make_answer
 from pizzagpt_sdk.core import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
@@ -184,6 +188,41 @@ def drive(clock: FakeClock, script: list[Outcome], **options: Any) -> Driver:
 # ---------------------------------------------------------------------------------------------
 # The happy path
 # ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("made", "expected"),
+    [
+        (
+            lambda: _send(REQUEST, 1.5, 2, capped(1.5), 7),
+            lambda: Send(request=REQUEST, timeout=1.5, attempt=2, timeouts=capped(1.5), max_body=7),
+        ),
+        (lambda: _receive(2.5), lambda: Receive(timeout=2.5)),
+        (lambda: _receive(None), lambda: Receive()),
+        (
+            lambda: make_answer("Ciao!", FinishReason("stop")),
+            lambda: Answer(text="Ciao!", finish_reason=FinishReason("stop")),
+        ),
+        (
+            lambda: Settings()._build("Hi", "gpt-4o-mini", True),
+            lambda: Settings().build_request("Hi", model="gpt-4o-mini", search=True),
+        ),
+    ],
+)
+def test_the_cores_own_constructors_make_what_the_classes_do(
+    made: Callable[[], object], expected: Callable[[], object]
+) -> None:
+    # The hot path makes its values with their slots' setters (see field_setters): the same
+    # values, every field set, as frozen, pickled and shown as the class's own constructor's.
+    value, reference = made(), expected()
+    assert type(value) is type(reference)
+    assert value == reference
+    assert repr(value) == repr(reference)
+    assert hash(value) == hash(reference)
+    assert pickle.loads(pickle.dumps(value)) == reference
+    for each in dataclasses.fields(reference):  # type: ignore[arg-type]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, each.name, None)
 
 
 def test_happy_path_action_sequence(clock: FakeClock) -> None:
