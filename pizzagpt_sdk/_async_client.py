@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import anyio
 
@@ -25,6 +24,8 @@ from ._shared import ClientState, ConversationState, closed_during_call
 from .engines import AsyncEngine, AsyncResponse, TransportError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from typing_extensions import Self, Unpack
 
 __all__ = ["AsyncClient", "AsyncConversation", "AsyncStream"]
@@ -278,13 +279,16 @@ class _InFlight:
         """One wait for the engine, of at most `seconds`."""
         if self.closed:
             raise closed_during_call()
-        if _UNCANCEL:
+        # asyncio is imported where its loop runs; not by the SDK, whose async client may run
+        # on trio alone.
+        asyncio = sys.modules.get("asyncio")
+        if _UNCANCEL and asyncio is not None:
             try:
                 task = asyncio.current_task()
             except RuntimeError:  # no asyncio loop runs here: trio
                 task = None
             if task is not None:
-                return _AsyncioWait(self, seconds, cast("_Task", task))
+                return _AsyncioWait(self, seconds, task)
         return _Wait(self, seconds)
 
     async def sleep(self, seconds: float) -> None:
@@ -395,7 +399,8 @@ class _AsyncioWait:
         swallowed = False
         if self._fired:
             ours = self._task.uncancel() <= self._cancelling
-            swallowed = self.timed_out = ours and exc_type is asyncio.CancelledError
+            cancelled = sys.modules["asyncio"].CancelledError
+            swallowed = self.timed_out = ours and exc_type is cancelled
         return _ended(self._in_flight, swallowed, exc)
 
 
