@@ -293,7 +293,10 @@ async def test_transport_failures_are_retried_then_raised_with_the_cause(
     fault: str,
 ) -> None:
     base_url = closed_port_url() if fault == "refused" else served.url
-    subject = make_client(base_url=base_url, timeout=0.1, retry_policy=NO_JITTER)
+    # A short read timeout, for the slow answer; the rest generous, so that a busy machine's
+    # slow accept of a new connection is not taken for the fault under test.
+    timeout = Timeout(connect=10.0, read=0.1, write=10.0, pool=10.0)
+    subject = make_client(base_url=base_url, timeout=timeout, retry_policy=NO_JITTER)
     reply = Reply.answer("never whole")
     reply = reply.close_mid_body() if fault == "close_mid_body" else reply.delay(SLOW)
     served_fake.script(reply, reply, reply)
