@@ -159,6 +159,10 @@ class Response(abc.ABC):
     status_code: int
     #: The headers as (name, value) pairs, in order.
     headers: Sequence[tuple[str, str]]
+    #: Whether the last `read()` returned the body's last bytes, for an engine whose library
+    #: knows (by its length, or a buffer it has read to the end): the driver then ends the body
+    #: without one more read for its `b""`. An engine that cannot tell leaves it `False`.
+    ended: bool = False
 
     @abc.abstractmethod
     def read(self) -> bytes:
@@ -179,6 +183,7 @@ class AsyncResponse(abc.ABC):
 
     status_code: int
     headers: Sequence[tuple[str, str]]
+    ended: bool = False
 
     @abc.abstractmethod
     async def aread(self) -> bytes:
