@@ -132,7 +132,7 @@ class AsyncClient(ClientState):
         Raises:
             PizzaGPTError: See `AsyncStream` for which subclass means what.
         """
-        return await self.stream(messages, **options)._answer()
+        return await self._stream(messages, options)._answer()  # stream(), one call less
 
     def conversation(
         self, *, system: str | None = None, messages: Iterable[Message] = ()
@@ -537,8 +537,12 @@ class AsyncStream:
 
     def _hand_out(self, event: str | FinishReason) -> str | FinishReason:
         answer = self._transcript.add(event)
-        if answer is not None and self._on_answer is not None:
-            self._on_answer(answer)
+        if answer is not None:
+            # The FinishReason is the last event: the call is done and its response closed
+            # (body_ended() came with it), so no step more to learn that.
+            self._finished = True
+            if self._on_answer is not None:
+                self._on_answer(answer)
         return event
 
     async def _step(self) -> None:
@@ -574,6 +578,8 @@ class AsyncStream:
                     assert self._response is not None
                     chunk = await self._response.aread()
                     events = call.data_received(chunk) if chunk else call.body_ended()
+                    if not events and self._response.ended and call.receiving:
+                        events = call.body_ended()  # no read for the b"" the engine knows
                     if events:
                         self._events.extend(events)
                         break

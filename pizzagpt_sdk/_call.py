@@ -369,7 +369,8 @@ class Call:
                 status_code=status_code,
                 headers=headers,
                 max_bytes=self._max_bytes,
-                now=self._now(),
+                # Only a status error reads a `Retry-After` date: no clock read for a 2xx.
+                now=0.0 if 200 <= status_code < 300 else self._now(),
             )
         except PizzaGPTError as error:
             self._fail(error, retryable=False)

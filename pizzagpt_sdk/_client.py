@@ -129,7 +129,7 @@ class Client(ClientState):
         Raises:
             PizzaGPTError: See `Stream` for which subclass means what.
         """
-        return self.stream(messages, **options)._answer()
+        return self._stream(messages, options)._answer()  # stream(), one call less
 
     def conversation(
         self, *, system: str | None = None, messages: Iterable[Message] = ()
@@ -424,8 +424,12 @@ class Stream:
 
     def _hand_out(self, event: str | FinishReason) -> str | FinishReason:
         answer = self._transcript.add(event)
-        if answer is not None and self._on_answer is not None:
-            self._on_answer(answer)
+        if answer is not None:
+            # The FinishReason is the last event: the call is done and its response closed
+            # (body_ended() came with it), so no step more to learn that.
+            self._finished = True
+            if self._on_answer is not None:
+                self._on_answer(answer)
         return event
 
     def _step(self) -> None:
@@ -461,6 +465,8 @@ class Stream:
                     assert self._response is not None
                     chunk = self._response.read()
                     events = call.data_received(chunk) if chunk else call.body_ended()
+                    if not events and self._response.ended and call.receiving:
+                        events = call.body_ended()  # no read for the b"" the engine knows
                     if events:
                         self._events.extend(events)
                         break

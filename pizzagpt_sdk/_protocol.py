@@ -396,6 +396,15 @@ class ResponseReader:
                 self._decoder.end()
             except DecodingError as exc:
                 raise self._undecoded(exc) from None
+        try:
+            # Most bodies are UTF-8: decoded at once, without the bytes copy and the detection
+            # of json.loads(bytes), whose result is the same (it decodes with 'surrogatepass',
+            # so a UTF-8 failure here, a BOM or UTF-16 fall through to it).
+            document = json.loads(self._buffer.decode())
+        except (ValueError, RecursionError):
+            pass
+        else:
+            return self._read_document(document, self._buffer)
         body = bytes(self._buffer)
         try:
             document = json.loads(body)
@@ -409,7 +418,7 @@ class ResponseReader:
             raise self._invalid("a body that is not JSON", body) from None
         return self._read_document(document, body)
 
-    def _read_document(self, document: object, body: bytes) -> list[Event]:
+    def _read_document(self, document: object, body: bytes | bytearray) -> list[Event]:
         if not isinstance(document, dict):
             raise self._invalid("JSON that is not an object", body)
         answer = document.get("answer")
@@ -510,7 +519,7 @@ class ResponseReader:
             return self._status_error()
         return self._invalid(f"a body the SDK cannot decode: {error}", self._head())
 
-    def _invalid(self, what: str, body: bytes) -> InvalidResponseError:
+    def _invalid(self, what: str, body: bytes | bytearray) -> InvalidResponseError:
         shown = _excerpt(body)
         return InvalidResponseError(
             f"PizzaGPT answered HTTP {self.status_code} with {what}: {shown or '(empty body)'}",
@@ -560,7 +569,7 @@ def _title(body: bytes) -> str:
     return f" titled {title!r}" if title else ""
 
 
-def _excerpt(body: bytes) -> str:
+def _excerpt(body: bytes | bytearray) -> str:
     return _shorten(body[: _EXCERPT_CHARS * 4].decode("utf-8", "replace"))
 
 
