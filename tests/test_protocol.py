@@ -1194,6 +1194,24 @@ def test_chunking_never_changes_the_result(feed: Feeder, case: Case) -> None:
     assert describe(read(feed, case)) == describe(read(whole, case))
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16-le", "utf-16-be", "utf-32"])
+def test_a_body_in_any_encoding_json_detects_reads_as_json_reads_it(
+    feed: Feeder, encoding: str
+) -> None:
+    # The reader decodes a body as UTF-8 first, and falls back to json.loads(bytes), which
+    # detects a BOM and the UTF-16 and UTF-32 encodings: the answer must be the same.
+    text = '{"answer": {"content": "Città ✓ 🍕", "refusal": null, "citations": []}}'
+    body = text.encode(encoding)
+    assert json.loads(body)["answer"]["content"] == "Città ✓ 🍕"
+    assert read(feed, Case(body, [])) == ["Città ✓ 🍕", FinishReason("stop")]
+
+
+def test_a_lone_surrogate_in_the_bytes_reads_as_json_reads_it(feed: Feeder) -> None:
+    # Not UTF-8, but json.loads(bytes) takes it ('surrogatepass'), and so does the reader.
+    body = b'{"answer": {"content": "a\xed\xa0\x80b", "refusal": null}}'
+    assert read(feed, Case(body, [])) == ["a\ud800b", FinishReason("stop")]
+
+
 @pytest.mark.parametrize(
     "content", [MISUSE, MISUSE.upper(), "MiSuSe DeTeCtEd", "\n misuse detected: go away"]
 )
