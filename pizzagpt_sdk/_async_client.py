@@ -269,6 +269,7 @@ class _InFlight:
         self.waits: dict[_Wait | _AsyncioWait, None] = {}  # an ordered set
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def close(self) -> None:
         self.closed = True
@@ -300,10 +301,11 @@ class _InFlight:
         """Have the timer go off by `ends_at` (`loop.time()`), when a wait must end."""
         if loop is not self._loop:  # another loop's timer (each asyncio.run() has its own)
             self._loop, self._timer = loop, None
-        if self._timer is None or ends_at < self._timer.when():
+        if self._timer is None or ends_at < self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_at(ends_at, self._expire)
+            self._timer_at = ends_at  # its when(), without a method call
 
     def _expire(self) -> None:
         """Cancel the waits whose time is up, and set the timer for the next one."""

@@ -273,6 +273,26 @@ async def test_a_read_timeout_counts_from_the_last_bytes_on_a_kept_connection(
     assert time.monotonic() - started < 0.2 + SLACK
 
 
+async def test_a_kept_connection_idle_past_its_read_timeout_serves_and_times_out_again(
+    make_client: MakeSubject, served: FakeServer, served_fake: FakePizzaGPT
+) -> None:
+    # aiohttp's engine leaves a response's read timer to lapse on the idle connection, not
+    # cancelled: idle for longer than the read timeout, the connection must still serve the
+    # next call (no timeout fired at it while no read waited), and a stalled body after that
+    # must still end at its timeout (a timer made anew once the old one lapsed).
+    client = make_client(timeout=0.2, max_retries=0)
+    served_fake.script(Reply.answer("first"), Reply.answer("second"))
+    assert (await client.ask("Hi")).text == "first"
+    await anyio.sleep(0.5)
+    assert (await client.ask("Hi")).text == "second"
+    assert served.connections == 1
+    served_fake.script(Reply.answer("y" * 60).trickle(40, interval=30))
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError):
+        await client.ask("Hi")
+    assert time.monotonic() - started < 0.2 + SLACK
+
+
 async def test_the_deadline_and_a_per_call_timeout_cap_every_wait(
     make_client: MakeSubject, served_fake: FakePizzaGPT
 ) -> None:

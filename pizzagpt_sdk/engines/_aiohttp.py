@@ -164,6 +164,7 @@ class _KeptReadTimer(ResponseHandler):
 
     #: When the read waiting now times out (`loop.time()`); `None` when no read is waiting.
     _read_deadline: float | None = None
+    _read_timer_at = 0.0
 
     def _reschedule_timeout(self) -> None:
         timeout = self._read_timeout
@@ -172,10 +173,14 @@ class _KeptReadTimer(ResponseHandler):
             return
         self._read_deadline = deadline = self._loop.time() + timeout
         handle = self._read_timeout_handle
-        if handle is None or deadline < handle.when():  # a shorter timeout than the last one's
+        if handle is None or deadline < self._read_timer_at:  # a shorter timeout than the last
             if handle is not None:
                 handle.cancel()
-            self._read_timeout_handle = self._loop.call_at(deadline, self._read_timer)
+            self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        self._read_timer_at = deadline  # the handle's when(), without a method call
+        self._read_timeout_handle = self._loop.call_at(deadline, self._read_timer)
 
     def _drop_timeout(self) -> None:
         # No read is waiting: the timer stays, and lapses when it goes off (or serves the kept
@@ -193,7 +198,7 @@ class _KeptReadTimer(ResponseHandler):
         if deadline is None:  # no read waits
             self._read_timeout_handle = None
         elif self._loop.time() < deadline:  # bytes came meanwhile
-            self._read_timeout_handle = self._loop.call_at(deadline, self._read_timer)
+            self._arm(deadline)
         else:
             self._read_timeout_handle = None
             self._read_deadline = None
