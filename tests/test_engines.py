@@ -553,6 +553,37 @@ def test_an_engine_object_carries_its_own_settings(served: FakeServer) -> None:
     assert "Chrome" in user_agent  # the protocol's own headers win over the browser's
 
 
+@pytest.mark.parametrize(
+    ("engine", "name"),
+    [
+        ("httpx", "AsyncHttpxEngine"),
+        ("httpx2", "AsyncHttpx2Engine"),
+        ("aiohttp", "AsyncAiohttpEngine"),
+        ("curl_cffi", "AsyncCurlCffiEngine"),
+    ],
+)
+def test_an_engine_shared_by_two_clients_sends_each_its_own_headers(
+    served: FakeServer, engine: str, name: str
+) -> None:
+    # aiohttp's engine makes the first client's headers its session's defaults: a second client
+    # with other headers must not send any of the first's.
+    pytest.importorskip(LIBRARIES[engine])
+    from pizzagpt_sdk import engines
+
+    async def main() -> None:
+        shared = getattr(engines, name)(tls=False)
+        first = AsyncClient(base_url=served.url, engine=shared, headers={"x-first": "1"})
+        second = AsyncClient(base_url=served.url, engine=shared, headers={"x-second": "2"})
+        for client in (first, second, first, second):
+            assert (await client.ask("Hi")).text
+        await shared.aclose()
+
+    anyio.run(main)
+    sent = [request.headers for request in served.fake.requests[-4:]]
+    assert [h.get("x-first") for h in sent] == ["1", None, "1", None]
+    assert [h.get("x-second") for h in sent] == [None, "2", None, "2"]
+
+
 @pytest.mark.parametrize("engine", ["aiohttp", "curl_cffi"])
 def test_an_asyncio_only_engine_says_so_under_trio(engine: str) -> None:
     pytest.importorskip(LIBRARIES[engine])

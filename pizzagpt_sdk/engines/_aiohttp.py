@@ -71,6 +71,8 @@ class AsyncAiohttpEngine(AsyncEngine):
         self._max_connections = max_connections
         self._http = http_client
         self._owns = http_client is None
+        # The request headers the engine's own session sends by default (see `_new_session`).
+        self._session_headers: tuple[tuple[str, str], ...] | None = None
         self._forks = _base.forks
         self._closed = False
         # The last call's timeouts and aiohttp's for them: most often the same object each call.
@@ -87,16 +89,26 @@ class AsyncAiohttpEngine(AsyncEngine):
         self.check_runnable()
         session = self._http
         if self._owns and (session is None or self._forks != _base.forks):
-            session = self._new_session()
+            session = self._new_session(request.headers)
         assert session is not None
         timeouts = self._timeouts
         if timeouts[0] is not timeout:
             timeouts = self._timeouts = (timeout, _client_timeout(timeout))
+        # The session's own headers are the client's: None sends them as they are, without
+        # aiohttp merging them into its defaults one by one, in Python, on every request.
+        headers = None
+        if request.headers is not self._session_headers:
+            if self._session_headers is not None:
+                # Another client shares this engine, with headers of its own: from now on the
+                # session has none, and each request brings all of its own.
+                session.headers.clear()
+                self._session_headers = None
+            headers = _headers(request.headers)
         try:
             response = await session.request(
                 request.method,
                 request.url,
-                headers=_headers(request.headers),
+                headers=headers,
                 data=request.body,
                 timeout=timeouts[1],
                 proxy=self._proxy,
@@ -112,15 +124,18 @@ class AsyncAiohttpEngine(AsyncEngine):
         if self._owns and self._http is not None:
             await self._http.close()
 
-    def _new_session(self) -> aiohttp.ClientSession:
+    def _new_session(self, headers: tuple[tuple[str, str], ...]) -> aiohttp.ClientSession:
         """The engine's own session, made on first use (aiohttp binds it to the running event
         loop), and again in a child process after `os.fork()`, leaving the parent's sockets
-        alone."""
+        alone. Its default headers are the first request's: a client's requests share them."""
         if self._http is not None:
             _PARENTS_POOLS.append(self._http)
         self._forks = _base.forks
         connector = _Connector(ssl=self._ssl, limit=self._max_connections, limit_per_host=0)
-        self._http = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self._http = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, headers=_headers(headers)
+        )
+        self._session_headers = headers
         return self._http
 
 
