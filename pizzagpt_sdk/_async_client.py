@@ -572,15 +572,17 @@ class AsyncStream:
                 if isinstance(action, Send):
                     # Stored at once, in the same step: an interrupt in the wait's exit would
                     # otherwise lose the response, and its connection with it (never closed).
-                    self._response = await self._engine.send(
+                    self._response = response = await self._engine.send(
                         action.request, action.timeouts, action.max_body
                     )
-                    call.response_received(self._response.status_code, self._response.headers)
+                    call.response_received(response.status_code, response.headers)
+                else:
+                    # A Receive comes only while a response is open.
+                    response = self._response  # type: ignore[assignment]
                 while call.receiving:
-                    assert self._response is not None
-                    chunk = await self._response.aread()
+                    chunk = await response.aread()
                     events = call.data_received(chunk) if chunk else call.body_ended()
-                    if not events and self._response.ended and call.receiving:
+                    if not events and response.ended and call.receiving:
                         events = call.body_ended()  # no read for the b"" the engine knows
                     if events:
                         self._events.extend(events)

@@ -218,7 +218,6 @@ class Call:
         cls,
         request: Request,
         shown: tuple[str, tuple[str, ...]],
-        *,
         clock: Callable[[], float],
         now: Callable[[], float],
         random: Callable[[], float],
@@ -273,6 +272,11 @@ class Call:
         self._deadline_at: float | None = None  # set by the first next_action()
         self._started = False
         self._state = _READY
+        #: Whether the call is reading a response's body: what `data_received()` and
+        #: `body_ended()` need. A driver that knows the body is complete can call `body_ended()`
+        #: when this is true, without asking `next_action()` first. Read it, do not set it (a
+        #: plain attribute: drivers read it several times a call).
+        self.receiving = False
         self._attempts = 0
         self._reader: ResponseReader | None = None
         self._error: PizzaGPTError | None = None
@@ -283,13 +287,6 @@ class Call:
     def attempts(self) -> int:
         """How many attempts have been sent so far."""
         return self._attempts
-
-    @property
-    def receiving(self) -> bool:
-        """Whether the call is reading a response's body: what `data_received()` and
-        `body_ended()` need. A driver that knows the body is complete can call `body_ended()`
-        when this is true, without asking `next_action()` first."""
-        return self._state is _RECEIVING
 
     def next_action(self) -> Action:
         """What the driver must do next.
@@ -376,6 +373,7 @@ class Call:
             self._fail(error, retryable=False)
         else:
             self._state = _RECEIVING
+            self.receiving = True
 
     def data_received(self, data: bytes) -> list[Event]:
         """Feed the next chunk of the body.
@@ -407,6 +405,7 @@ class Call:
             self._fail(error, retryable=is_retryable(error))
             return []
         self._state = _DONE
+        self.receiving = False
         return self._delivering(events)
 
     def transport_failed(self, cause: BaseException, *, timeout: bool) -> None:
@@ -452,6 +451,7 @@ class Call:
         self._error = error
         self._retryable = retryable
         self._state = _FAILED
+        self.receiving = False
         self._reader = None
 
     def _retry_delay(self) -> float | None:

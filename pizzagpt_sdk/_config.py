@@ -265,34 +265,38 @@ class Config:
         Raises:
             UsageError: Bad messages or options (an unknown option's name among them).
         """
-        if options:
+        timeout, deadline, policy = self.timeout, self.deadline, self.retry_policy
+        max_retries = self.max_retries
+        if not options:  # the common call: the client's own values
+            request = self.settings._build(flatten_messages(messages), None, None)
+        else:
             self.check_options(options)
-        prompt = flatten_messages(
-            messages,
-            include_system=options.get("include_system", True),
-            assistant_suffix=options.get("assistant_suffix", True),
-        )
+            prompt = flatten_messages(
+                messages,
+                include_system=options.get("include_system", True),
+                assistant_suffix=options.get("assistant_suffix", True),
+            )
+            request = self.settings._build(prompt, options.get("model"), options.get("search"))
+            if "timeout" in options:
+                timeout = check_timeout(options["timeout"])
+            if "deadline" in options:
+                deadline = check_deadline(options["deadline"])
+            if "retry_policy" in options:
+                policy = _check_policy(options["retry_policy"])
+            max_retries = options.get("max_retries", max_retries)
         # Everything was checked, here or when the client was built: the call takes it as it is
         # (the options as `Call.__init__` would take them: a `retry_policy` of None is the default).
-        request = self.settings._build(prompt, options.get("model"), options.get("search"))
-        timeout, deadline, policy = self.timeout, self.deadline, self.retry_policy
-        if "timeout" in options:
-            timeout = check_timeout(options["timeout"])
-        if "deadline" in options:
-            deadline = check_deadline(options["deadline"])
-        if "retry_policy" in options:
-            policy = _check_policy(options["retry_policy"])
         return Call._checked(
             request,
             self._shown,
-            clock=clock,
-            now=now,
-            random=random,
-            max_retries=options.get("max_retries", self.max_retries),
-            retry_policy=policy,
-            deadline=deadline,
-            max_response_bytes=self.max_response_bytes,
-            timeout=timeout,
+            clock,
+            now,
+            random,
+            max_retries,
+            policy,
+            deadline,
+            self.max_response_bytes,
+            timeout,
         )
 
 
