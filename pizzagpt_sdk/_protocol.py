@@ -303,7 +303,12 @@ class ResponseReader:
         self.url = url
         self.status_code = status_code
         self._ok = 200 <= status_code < 300
-        self._headers = {name.lower(): value for name, value in headers}
+        # A loop, not a comprehension: half the time on Python 3.11, whose comprehensions are
+        # functions of their own.
+        self._headers: dict[str, str] = {}
+        lowered = self._headers
+        for name, value in headers:
+            lowered[_lower(name)] = value
         self._max_bytes = max_bytes
         self._now = now
         self._buffer = bytearray()
@@ -537,6 +542,8 @@ class ResponseReader:
             body=_excerpt(self._head()),
         )
 
+
+_lower = str.lower
 
 _STATUS_HINTS = {
     401: " (check the secret: secret= or PIZZAGPT_SECRET)",

@@ -287,9 +287,15 @@ class AsyncEngine(_Pooled, abc.ABC):
         trio, or an event loop other than the one the engine first ran in, whose sockets its
         pool holds (each `asyncio.run()` starts a new loop). Called when the client is built
         and on each request; outside any event loop it passes."""
+        if self._loop is not None and self._loop_forks == forks:
+            # The asyncio loop of every call before: the common case, first, in a few steps
+            # (`_get_running_loop()` is `get_running_loop()` with None for no loop).
+            asyncio = sys.modules.get("asyncio")
+            if asyncio is not None and asyncio._get_running_loop() is self._loop:
+                return
         library, loop = _running_loop()
         if loop is self._loop and loop is not None and self._loop_forks == forks:
-            return  # the loop of every call before: the common case, first
+            return  # trio's run of every call before
         if library == "trio" and self._asyncio_only:
             raise UsageError(
                 f"the {self.name} engine runs on asyncio only, and this is trio: "
