@@ -820,3 +820,19 @@ def test_async_curl_cffi_a_kept_handle_is_set_again_for_new_headers_and_cookies(
     assert [cookie in head for head in server.heads] == [False, True, True]
     assert b"\r\nx-b: 2" in third
     assert server.connections == 1
+
+
+def test_async_curl_cffi_a_timeout_under_a_millisecond_still_bounds_the_call() -> None:
+    # What is left of a deadline can be a fraction of a millisecond: curl counts whole ones,
+    # and takes 0 for "no limit". Against a server that never answers, the call still ends.
+    from pizzagpt_sdk._models import Timeout
+
+    tiny = Timeout(connect=0.0004, read=0.0004, write=0.0004, pool=0.0004)
+
+    async def calls(engine: Any, request: Any) -> None:
+        with pytest.raises(TransportError) as caught:
+            await engine.send(request, tiny)
+        assert caught.value.timeout
+
+    with ScriptedServer([None]) as server:
+        _run_curl_cffi_engine(server, calls)

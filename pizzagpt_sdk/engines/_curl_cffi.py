@@ -351,10 +351,16 @@ class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
             data = request.body
             curl.setopt(CurlOpt.POSTFIELDS, data)
             curl.setopt(CurlOpt.POSTFIELDSIZE, len(data))
-            # As curl_cffi sets a (connect, read) timeout: the connect's, and the whole's.
-            connect, rest = limit[1] if limit[1] is not None else (0.0, 0.0)
-            curl.setopt(CurlOpt.CONNECTTIMEOUT_MS, int(connect * 1000))
-            curl.setopt(CurlOpt.TIMEOUT_MS, int((connect + rest) * 1000))
+            # As curl_cffi sets a (connect, read) timeout: the connect's, and the whole's; in
+            # whole milliseconds, at least one (curl takes 0 for no limit).
+            if limit[1] is None:
+                connect_ms = total_ms = 0
+            else:
+                connect, rest = limit[1]
+                connect_ms = max(1, int(connect * 1000))
+                total_ms = max(1, int((connect + rest) * 1000))
+            curl.setopt(CurlOpt.CONNECTTIMEOUT_MS, connect_ms)
+            curl.setopt(CurlOpt.TIMEOUT_MS, total_ms)
             curl.setopt(CurlOpt.WRITEFUNCTION, body.write)
             curl.setopt(CurlOpt.HEADERFUNCTION, head.write)
             failure: CurlError | None = None
