@@ -736,3 +736,154 @@ def test_an_https_url_in_capitals_is_verified_all_the_same(
     shouting = server.url.replace("https://", "HTTPS://")
     with Client(base_url=shouting, max_retries=0) as client, pytest.raises(APIConnectionError):
         client.ask("Hi")  # the test CA is not trusted: refused, not sent unverified
+
+
+class ScriptedServer(SocketServer):
+    """A raw HTTP/1.1 server on 127.0.0.1 that answers the requests on a connection with
+    `replies` in turn (`None`: it reads the request and never answers), and keeps each request's
+    head, lower-cased, in `heads`."""
+
+    def __init__(self, replies: list[bytes | None]) -> None:
+        super().__init__()
+        self.replies = list(replies)
+        self.heads: list[bytes] = []
+
+    def serve(self, connection: socket.socket) -> None:
+        connection.settimeout(0.05)
+        buffer = b""
+        with contextlib.suppress(OSError):
+            while not self.stopping.is_set():
+                head, found, rest = buffer.partition(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.lower().split(b"\r\n")
+                        if line.startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                if not found or len(rest) < length:
+                    try:
+                        data = connection.recv(65536)
+                    except TimeoutError:
+                        continue
+                    if not data:
+                        return
+                    buffer += data
+                    continue
+                buffer = rest[length:]
+                with self.lock:
+                    self.heads.append(head.lower())
+                    reply = self.replies.pop(0) if self.replies else None
+                if reply is None:
+                    self.stopping.wait()  # stalled: nothing more, ever
+                    return
+                connection.sendall(reply)
+
+
+def _answer(*headers: bytes) -> bytes:
+    body = b'{"content": "hi"}'
+    lines = b"".join(header + b"\r\n" for header in headers)
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n%s"
+        b"content-length: %d\r\n\r\n%s" % (lines, len(body), body)
+    )
+
+
+def _run_curl_cffi_engine(server: ScriptedServer, calls: Any) -> None:
+    """Run `calls(engine, request)` on the async curl_cffi engine with one handle, so that
+    every call after the first is made on the kept (and configured) handle."""
+    pytest.importorskip("curl_cffi")
+    import asyncio
+
+    from pizzagpt_sdk._protocol import Request
+    from pizzagpt_sdk.engines._curl_cffi import AsyncCurlCffiEngine
+
+    async def main() -> None:
+        engine = AsyncCurlCffiEngine(max_connections=1)
+        request = Request(
+            method="POST",
+            url=server.url + "/api",
+            headers=(("content-type", "application/json"), ("x-a", "1")),
+            body=b'{"question": "Hi"}',
+        )
+        try:
+            # A bound on the whole, only so that a broken timeout fails instead of hanging.
+            await asyncio.wait_for(calls(engine, request), 60)
+        finally:
+            await engine.aclose()
+
+    asyncio.run(main())
+
+
+async def _read_all(response: Any) -> bytes:
+    chunks = []
+    while chunk := await response.aread():
+        chunks.append(chunk)
+    await response.aclose()
+    return b"".join(chunks)
+
+
+def test_async_curl_cffi_a_kept_handle_takes_each_calls_own_timeout() -> None:
+    # The engine keeps a curl handle's settings from one call to the next, and sets only each
+    # call's timeouts: a call with a short timeout after one with a long timeout, on the same
+    # handle and connection, ends at its own timeout when the server stalls.
+    from pizzagpt_sdk._models import Timeout
+
+    long = Timeout(connect=60, read=60, write=60, pool=60)
+    short = Timeout(connect=0.2, read=0.3, write=0.3, pool=0.3)
+
+    async def calls(engine: Any, request: Any) -> None:
+        assert await _read_all(await engine.send(request, long)) == b'{"content": "hi"}'
+        with pytest.raises(TransportError) as caught:
+            await engine.send(request, short)
+        assert caught.value.timeout
+        assert library_of(caught.value.__cause__) == "curl_cffi"
+
+    with ScriptedServer([_answer(), None]) as server:
+        _run_curl_cffi_engine(server, calls)
+    assert (server.connections, len(server.heads)) == (1, 2)
+
+
+def test_async_curl_cffi_a_kept_handle_is_set_again_for_new_headers_and_cookies() -> None:
+    # A handle set up for one request's headers is set up again for another's; a cookie the
+    # server sets goes into the session's jar and is sent from the next call on, as curl_cffi's
+    # session does.
+    from dataclasses import replace
+
+    from pizzagpt_sdk._models import Timeout
+
+    timeout = Timeout(connect=60, read=60, write=60, pool=60)
+
+    async def calls(engine: Any, request: Any) -> None:
+        await _read_all(await engine.send(request, timeout))
+        await _read_all(await engine.send(request, timeout))
+        other = replace(request, headers=(("content-type", "application/json"), ("x-b", "2")))
+        await _read_all(await engine.send(other, timeout))
+        assert engine._http.cookies.get("flavour") == "basil"
+
+    replies = [_answer(b"set-cookie: flavour=basil"), _answer(), _answer()]
+    with ScriptedServer(replies) as server:
+        _run_curl_cffi_engine(server, calls)
+    third = server.heads[2]
+    cookie, x_a = b"\r\ncookie: flavour=basil", b"\r\nx-a: 1"
+    assert [x_a in head for head in server.heads] == [True, True, False]
+    assert [cookie in head for head in server.heads] == [False, True, True]
+    assert b"\r\nx-b: 2" in third
+    assert server.connections == 1
+
+
+def test_async_curl_cffi_a_timeout_under_a_millisecond_still_bounds_the_call() -> None:
+    # What is left of a deadline can be a fraction of a millisecond: curl counts whole ones,
+    # and takes 0 for "no limit". Against a server that never answers, the call still ends.
+    from pizzagpt_sdk._models import Timeout
+
+    tiny = Timeout(connect=0.0004, read=0.0004, write=0.0004, pool=0.0004)
+
+    async def calls(engine: Any, request: Any) -> None:
+        with pytest.raises(TransportError) as caught:
+            await engine.send(request, tiny)
+        assert caught.value.timeout
+
+    with ScriptedServer([None]) as server:
+        _run_curl_cffi_engine(server, calls)

@@ -11,11 +11,17 @@ the whole body anyway. So a request runs to its end in one `perform()`, bounded 
 timeout, and its body arrives through a callback that stops the transfer once it holds more
 than the call accepts (`Send.max_body`): memory stays bounded, and the core refuses the answer.
 The body arrives as it came off the wire, undecoded: the core decodes it, as for every engine.
+
+On asyncio, with its own session, the engine sets a curl handle up once (with curl_cffi's own
+`set_curl_options`, so the bytes on the wire are the session's) and keeps it set up from call to
+call, where `AsyncSession.request()` resets it and sets every option again each time: that was
+about half of a call's CPU (`AsyncCurlCffiEngine._send_fast`).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import ssl
 import threading
 import weakref
@@ -24,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import curl_cffi
 from curl_cffi import requests as curl_requests
-from curl_cffi.const import CurlOpt
+from curl_cffi.const import CurlInfo, CurlOpt
 from curl_cffi.curl import CURL_WRITEFUNC_ERROR, CurlError
 
 from pizzagpt_sdk._exceptions import InvalidTypeError, InvalidValueError
@@ -41,6 +47,8 @@ from ._base import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pizzagpt_sdk._models import Timeout
     from pizzagpt_sdk._protocol import Request
 
@@ -292,21 +300,106 @@ class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
     def __init__(self, **kwargs: Any) -> None:
         self.check_runnable()  # before curl_cffi's session, which needs asyncio
         super().__init__(**kwargs)
+        # The handles' settings, as `_configure` made them (see `_send_fast`).
+        self._shapes: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+        self._cookies = 0  # the session's cookie jar's changes so far
 
     async def send(
         self, request: Request, timeout: Timeout, max_body: int | None = None
     ) -> AsyncResponse:
         self.check_runnable()
         body = _Body(max_body)
+        session = self._session()
+        if self._owns and _SET_CURL_OPTIONS is not None:
+            return await self._send_fast(session, request, timeout, body)
         try:
-            response = await self._session().request(
+            response = await session.request(
                 request.method, request.url, **self._arguments(request, timeout, body)
             )
         except CurlError as exc:
             response = _received(body, exc)
             if response is None:
                 raise _error(exc) from exc
-        return _AsyncCurlResponse(response, self._headers(response), body)
+        return _AsyncCurlResponse(response.status_code, self._headers(response), body)
+
+    async def _send_fast(
+        self, session: Any, request: Request, timeout: Timeout, body: _Body
+    ) -> AsyncResponse:
+        """`AsyncSession.request()`'s work, less what it redoes on every call.
+
+        The session resets a curl handle after each request (`curl_easy_reset`), and sets every
+        option again on the next: the browser's whole fingerprint (`curl_easy_impersonate`),
+        the headers, the proxies, the cookies; then it reads sixteen facts of the response to
+        build its `Response`. Over loopback that was half the CPU of a call. Here a handle of
+        the session's pool keeps its settings from one call to the next, as long as the
+        request's URL, method and headers and the session's cookies stay the same: curl_cffi's
+        own `set_curl_options` made them (so every byte on the wire is the same); each call
+        sets only its body, its timeouts and its callbacks, and reads the status and the header
+        lines. The session's pool (`max_clients`) still bounds the handles in use.
+        """
+        limit = self._limit
+        if limit[0] is not timeout:
+            limit = self._limit = (timeout, _limit(timeout))
+        curl = await session.pop_curl()
+        head = _Body(None)  # the header lines, as curl delivers them
+        try:
+            shape = (
+                request.method,
+                request.url,
+                request.headers,
+                bool(request.body),
+                self._cookies,
+            )
+            if self._shapes.get(curl) != shape:
+                _configure(session, curl, request)
+                self._shapes[curl] = shape
+            data = request.body
+            curl.setopt(CurlOpt.POSTFIELDS, data)
+            curl.setopt(CurlOpt.POSTFIELDSIZE, len(data))
+            # As curl_cffi sets a (connect, read) timeout: the connect's, and the whole's; in
+            # whole milliseconds, at least one (curl takes 0 for no limit).
+            if limit[1] is None:
+                connect_ms = total_ms = 0
+            else:
+                connect, rest = limit[1]
+                connect_ms = max(1, int(connect * 1000))
+                total_ms = max(1, int((connect + rest) * 1000))
+            curl.setopt(CurlOpt.CONNECTTIMEOUT_MS, connect_ms)
+            curl.setopt(CurlOpt.TIMEOUT_MS, total_ms)
+            curl.setopt(CurlOpt.WRITEFUNCTION, body.write)
+            curl.setopt(CurlOpt.HEADERFUNCTION, head.write)
+            failure: CurlError | None = None
+            try:
+                await session.acurl.add_handle(curl)
+            except CurlError as exc:
+                # The exception the session raises (its `Timeout` for a timeout, …).
+                code: Any = exc.code
+                failure = curl_requests.exceptions.code2error(code, str(exc))(str(exc), code)
+                failure.__cause__ = exc
+            status = int(curl.getinfo(CurlInfo.RESPONSE_CODE)) if not self.is_closed else 0
+        except BaseException:
+            # Interrupted (cancelled): the transfer stops, and the handle starts afresh.
+            _release(session, curl, reuse=False, shapes=self._shapes)
+            raise
+        headers = _header_lines(head.chunks) if status else []
+        if headers and any(name.lower() == "set-cookie" for name, _ in headers):
+            # The session's jar takes the cookies, as after its own requests, and every handle
+            # sends them from its next call on.
+            if not session.discard_cookies:
+                changes = curl.getinfo(CurlInfo.COOKIECHANGES)
+                session.cookies.update_cookies_from_curl_changes(changes)
+            self._cookies += 1
+        _release(session, curl, reuse=failure is None, shapes=self._shapes)
+        if failure is not None:
+            # As `_received`: a failure before the headers is the call's; after them, the
+            # body's (unless the body's limit stopped it: then the core refuses the answer).
+            if not status:
+                raise _error(failure) from failure
+            if not body.cut:
+                body.failure = failure
+        elif not status:
+            raise TransportError("the client was closed")
+        return _AsyncCurlResponse(status, headers, body)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -314,9 +407,97 @@ class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
             await self._http.close()
 
 
+def _configure(session: Any, curl: Any, request: Request) -> None:
+    """Set a handle up for `request` from nothing, as the session's `request()` would."""
+    curl.clean_handles_and_buffers()
+    curl.reset()
+    assert _SET_CURL_OPTIONS is not None
+    _SET_CURL_OPTIONS(
+        curl=curl,
+        method=request.method,
+        url=request.url,
+        params_list=[session.params, None],
+        base_url=session.base_url,
+        data=request.body,
+        headers_list=[session.headers, _headers(request.headers)],
+        cookies_list=[session.cookies, None],
+        auth=session.auth,
+        timeout=None,
+        allow_redirects=False,  # as httpx: a redirect is an answer, not followed
+        max_redirects=session.max_redirects,
+        proxies_list=[session.proxies, None],
+        proxy_auth=session.proxy_auth,
+        trust_env=session.trust_env,
+        verify_list=[session.verify, None],
+        accept_encoding="gzip, deflate, br",  # `request()`'s
+        impersonate=session.impersonate,
+        ja3=session.ja3,
+        akamai=session.akamai,
+        extra_fp=session.extra_fp,
+        default_headers=session.default_headers,
+        http_version=session.http_version,
+        interface=session.interface,
+        cert=session.cert,
+        curl_options=session.curl_options,
+        queue_class=None,
+        event_class=None,
+    )
+
+
+def _release(session: Any, curl: Any, *, reuse: bool, shapes: Any) -> None:
+    """Give a handle back to the session's pool (as its `release_curl()` does), its settings
+    kept for the next call if `reuse`, else cleared."""
+    if session._closed:
+        curl.clean_handles_and_buffers()
+        curl.close()
+        return
+    session.acurl.remove_handle(curl)  # nothing, if the transfer ended
+    if not reuse:
+        shapes.pop(curl, None)
+        curl.clean_handles_and_buffers()
+        curl.reset()
+    session.push_curl(curl)
+
+
+def _header_lines(lines: Iterable[bytes]) -> list[tuple[str, str]]:
+    """The last response's headers (after any 1xx), decoded as curl_cffi decodes them."""
+    block: list[bytes] = []
+    for line in lines:
+        if line.startswith(b"HTTP/"):
+            block = []
+        elif line[:1] in (b" ", b"\t") and block:
+            block[-1] += b" " + line.strip()
+        elif line.strip():
+            block.append(line.rstrip(b"\r\n"))
+    return [(name, value or "") for name, value in curl_requests.Headers(block).multi_items()]
+
+
+def _fast_path() -> Any:
+    """curl_cffi's `set_curl_options`, if it takes what `_configure` gives (curl_cffi 0.17's),
+    else `None`: the engine then goes through `AsyncSession.request()`."""
+    try:
+        from curl_cffi.requests.utils import set_curl_options
+    except ImportError:  # pragma: no cover - another curl_cffi
+        return None
+    wanted = {
+        "curl", "method", "url", "params_list", "base_url", "data", "headers_list",
+        "cookies_list", "auth", "timeout", "allow_redirects", "max_redirects", "proxies_list",
+        "proxy_auth", "trust_env", "verify_list", "accept_encoding", "impersonate", "ja3",
+        "akamai", "extra_fp", "default_headers", "http_version", "interface", "cert",
+        "curl_options", "queue_class", "event_class",
+    }  # fmt: skip
+    parameters = inspect.signature(set_curl_options).parameters
+    if not wanted <= set(parameters) or not hasattr(CurlInfo, "COOKIECHANGES"):
+        return None  # pragma: no cover - another curl_cffi
+    return set_curl_options
+
+
+_SET_CURL_OPTIONS = _fast_path()
+
+
 class _AsyncCurlResponse(AsyncResponse):
-    def __init__(self, response: Any, headers: list[tuple[str, str]], body: _Body) -> None:
-        self.status_code = response.status_code
+    def __init__(self, status_code: int, headers: list[tuple[str, str]], body: _Body) -> None:
+        self.status_code = status_code
         self.headers = headers
         self._body = body
 
