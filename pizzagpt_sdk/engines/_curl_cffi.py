@@ -188,6 +188,11 @@ class _Body:
             return CURL_WRITEFUNC_ERROR
         return len(chunk)
 
+    @property
+    def complete(self) -> bool:
+        """Whether every chunk has been read and the transfer ended well (read by then)."""
+        return not self.chunks and self.failure is None
+
     def read(self) -> bytes:
         if self.chunks:
             return self.chunks.popleft()
@@ -283,7 +288,9 @@ class _CurlResponse(Response):
         self._body = body
 
     def read(self) -> bytes:
-        return self._body.read()
+        data = self._body.read()
+        self.ended = self._body.complete  # the transfer is over: nothing more comes
+        return data
 
     def close(self) -> None:
         self._body.chunks.clear()
@@ -487,7 +494,15 @@ def _fast_path() -> Any:
         "curl_options", "queue_class", "event_class",
     }  # fmt: skip
     parameters = inspect.signature(set_curl_options).parameters
-    if not wanted <= set(parameters) or not hasattr(CurlInfo, "COOKIECHANGES"):
+    # And the rest of what `_send_fast` uses of curl_cffi 0.17's insides.
+    others = (
+        hasattr(CurlInfo, "COOKIECHANGES")
+        and all(hasattr(curl_requests.AsyncSession, n) for n in ("pop_curl", "push_curl", "acurl"))
+        and hasattr(curl_cffi.Curl, "clean_handles_and_buffers")
+        and hasattr(curl_requests.Cookies, "update_cookies_from_curl_changes")
+        and hasattr(curl_requests.exceptions, "code2error")
+    )
+    if not wanted <= set(parameters) or not others:
         return None  # pragma: no cover - another curl_cffi
     return set_curl_options
 
@@ -502,7 +517,9 @@ class _AsyncCurlResponse(AsyncResponse):
         self._body = body
 
     async def aread(self) -> bytes:
-        return self._body.read()
+        data = self._body.read()
+        self.ended = self._body.complete
+        return data
 
     async def aclose(self) -> None:
         self._body.chunks.clear()
