@@ -488,8 +488,11 @@ def _set_call(
 ) -> None:
     """Set on a set-up handle what is each call's own: the body, the timeouts, the callbacks."""
     data = request.body
-    curl.setopt(CurlOpt.POSTFIELDS, data)
-    curl.setopt(CurlOpt.POSTFIELDSIZE, len(data))
+    if data or request.method.upper() in ("POST", "PUT", "PATCH"):
+        # Where `set_curl_options` sets a body (the shape says whether there is one): a GET
+        # given a body of none would go out as a POST.
+        curl.setopt(CurlOpt.POSTFIELDS, data)
+        curl.setopt(CurlOpt.POSTFIELDSIZE, len(data))
     # As curl_cffi sets a (connect, read) timeout: the connect's, and the whole's; in whole
     # milliseconds, at least one (curl takes 0 for no limit).
     if limit is None:
