@@ -12,10 +12,10 @@ timeout, and its body arrives through a callback that stops the transfer once it
 than the call accepts (`Send.max_body`): memory stays bounded, and the core refuses the answer.
 The body arrives as it came off the wire, undecoded: the core decodes it, as for every engine.
 
-On asyncio, with its own session, the engine sets a curl handle up once (with curl_cffi's own
+With its own session, each engine sets a curl handle up once (with curl_cffi's own
 `set_curl_options`, so the bytes on the wire are the session's) and keeps it set up from call to
-call, where `AsyncSession.request()` resets it and sets every option again each time: that was
-about half of a call's CPU (`AsyncCurlCffiEngine._send_fast`).
+call, where the session's `request()` resets it and sets every option again each time: that was
+about half of an async call's CPU, and two thirds of a blocking one's (the `_send_fast`s).
 """
 
 from __future__ import annotations
