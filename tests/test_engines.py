@@ -887,3 +887,144 @@ def test_async_curl_cffi_a_timeout_under_a_millisecond_still_bounds_the_call() -
 
     with ScriptedServer([None]) as server:
         _run_curl_cffi_engine(server, calls)
+
+
+def _run_blocking_curl_cffi_engine(
+    server: ScriptedServer, calls: Any, *, fast: bool = True
+) -> None:
+    """Run `calls(engine, request)` on the blocking curl_cffi engine, in one thread: every call
+    after the first is made on the thread's kept (and configured) handle. `fast=False`: through
+    `Session.request()` instead, as for another curl_cffi."""
+    pytest.importorskip("curl_cffi")
+    from pizzagpt_sdk._protocol import Request
+    from pizzagpt_sdk.engines import _curl_cffi
+
+    engine = _curl_cffi.CurlCffiEngine()
+    request = Request(
+        method="POST",
+        url=server.url + "/api",
+        headers=(("content-type", "application/json"), ("x-a", "1")),
+        body=b'{"question": "Hi"}',
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        if not fast:
+            patch.setattr(_curl_cffi, "_SET_CURL_OPTIONS", None)
+        try:
+            calls(engine, request)
+        finally:
+            engine.close()
+
+
+def _read_all_blocking(response: Any) -> bytes:
+    chunks = []
+    while chunk := response.read():
+        chunks.append(chunk)
+    response.close()
+    return b"".join(chunks)
+
+
+def test_curl_cffi_a_kept_handle_takes_each_calls_own_timeout() -> None:
+    # As the async engine's: the blocking engine keeps its thread's handle set up between
+    # calls, and sets only each call's timeouts: a short one after a long one still holds.
+    from pizzagpt_sdk._models import Timeout
+
+    long = Timeout(connect=60, read=60, write=60, pool=60)
+    short = Timeout(connect=0.2, read=0.3, write=0.3, pool=0.3)
+
+    def calls(engine: Any, request: Any) -> None:
+        assert _read_all_blocking(engine.send(request, long)) == b'{"content": "hi"}'
+        with pytest.raises(TransportError) as caught:
+            engine.send(request, short)
+        assert caught.value.timeout
+        assert library_of(caught.value.__cause__) == "curl_cffi"
+
+    with ScriptedServer([_answer(), None]) as server:
+        _run_blocking_curl_cffi_engine(server, calls)
+    assert (server.connections, len(server.heads)) == (1, 2)
+
+
+def test_curl_cffi_a_kept_handle_is_set_again_for_new_headers_and_cookies() -> None:
+    from dataclasses import replace
+
+    from pizzagpt_sdk._models import Timeout
+
+    timeout = Timeout(connect=60, read=60, write=60, pool=60)
+
+    def calls(engine: Any, request: Any) -> None:
+        _read_all_blocking(engine.send(request, timeout))
+        _read_all_blocking(engine.send(request, timeout))
+        other = replace(request, headers=(("content-type", "application/json"), ("x-b", "2")))
+        _read_all_blocking(engine.send(other, timeout))
+        assert engine._http.cookies.get("flavour") == "basil"
+
+    replies = [_answer(b"set-cookie: flavour=basil"), _answer(), _answer()]
+    with ScriptedServer(replies) as server:
+        _run_blocking_curl_cffi_engine(server, calls)
+    cookie, x_a = b"\r\ncookie: flavour=basil", b"\r\nx-a: 1"
+    assert [x_a in head for head in server.heads] == [True, True, False]
+    assert [cookie in head for head in server.heads] == [False, True, True]
+    assert b"\r\nx-b: 2" in server.heads[2]
+    assert server.connections == 1
+
+
+def test_curl_cffi_a_timeout_under_a_millisecond_still_bounds_a_blocking_call() -> None:
+    from pizzagpt_sdk._models import Timeout
+
+    tiny = Timeout(connect=0.0004, read=0.0004, write=0.0004, pool=0.0004)
+
+    def calls(engine: Any, request: Any) -> None:
+        with pytest.raises(TransportError) as caught:
+            engine.send(request, tiny)
+        assert caught.value.timeout
+
+    with ScriptedServer([None]) as server:
+        _run_blocking_curl_cffi_engine(server, calls)
+
+
+def test_curl_cffi_a_kept_handle_sends_what_the_session_sends() -> None:
+    # The kept handle's requests are byte for byte the session's own, call after call: with a
+    # body and without, a GET after a POST (a GET is not given an empty body: it would go out
+    # as a POST), a cookie taken on the way.
+    from dataclasses import replace
+
+    from pizzagpt_sdk._models import Timeout
+
+    timeout = Timeout(connect=60, read=60, write=60, pool=60)
+
+    def calls(engine: Any, request: Any) -> None:
+        sequence = [
+            request,
+            request,
+            replace(request, body=b'{"question": "Hello"}'),
+            replace(request, method="GET", body=b""),
+            request,
+        ]
+        for each in sequence:
+            _read_all_blocking(engine.send(each, timeout))
+
+    heads = []
+    for fast in (True, False):
+        replies = [_answer(b"set-cookie: flavour=basil")] + [_answer()] * 4
+        with ScriptedServer(replies) as server:
+            host = server.url.removeprefix("http://").encode()  # differs from server to server
+            _run_blocking_curl_cffi_engine(server, calls, fast=fast)
+        heads.append([head.replace(host, b"HOST") for head in server.heads])
+    assert heads[0] == heads[1]
+    assert [head.split(b" ", 1)[0] for head in heads[0]] == [b"post"] * 3 + [b"get", b"post"]
+
+
+def test_async_curl_cffi_a_get_after_a_post_goes_out_as_a_get() -> None:
+    from dataclasses import replace
+
+    from pizzagpt_sdk._models import Timeout
+
+    timeout = Timeout(connect=60, read=60, write=60, pool=60)
+
+    async def calls(engine: Any, request: Any) -> None:
+        await _read_all(await engine.send(request, timeout))
+        await _read_all(await engine.send(replace(request, method="GET", body=b""), timeout))
+
+    with ScriptedServer([_answer(), _answer()]) as server:
+        _run_curl_cffi_engine(server, calls)
+    assert [head.split(b" ", 1)[0] for head in server.heads] == [b"post", b"get"]
+    assert b"content-length" not in server.heads[1]

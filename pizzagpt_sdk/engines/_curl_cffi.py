@@ -12,16 +12,17 @@ timeout, and its body arrives through a callback that stops the transfer once it
 than the call accepts (`Send.max_body`): memory stays bounded, and the core refuses the answer.
 The body arrives as it came off the wire, undecoded: the core decodes it, as for every engine.
 
-On asyncio, with its own session, the engine sets a curl handle up once (with curl_cffi's own
+With its own session, each engine sets a curl handle up once (with curl_cffi's own
 `set_curl_options`, so the bytes on the wire are the session's) and keeps it set up from call to
-call, where `AsyncSession.request()` resets it and sets every option again each time: that was
-about half of a call's CPU (`AsyncCurlCffiEngine._send_fast`).
+call, where the session's `request()` resets it and sets every option again each time: that was
+about half of an async call's CPU, and two thirds of a blocking one's (the `_send_fast`s).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import ssl
 import threading
 import weakref
@@ -113,6 +114,12 @@ class _CurlBase:
         self._lock = threading.Lock()
         self._handles: weakref.WeakSet[Any] = weakref.WeakSet()
         self._busy: set[Any] = set()
+        # The kept handles' settings, as `_configure` made them (see `_send_fast`).
+        self._shapes: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+        # The session's cookie jar's changes so far: a number no call has seen yet per change
+        # (`next()` of a count, which threads cannot both get).
+        self._cookies = 0
+        self._cookie_changes = itertools.count(1)
 
     @property
     def is_closed(self) -> bool:
@@ -138,17 +145,36 @@ class _CurlBase:
             self._http = self._new_http()
         return self._http
 
-    def _arguments(self, request: Request, timeout: Timeout, body: _Body) -> dict[str, Any]:
+    def _timeouts(self, timeout: Timeout) -> tuple[float, float] | None:
         limit = self._limit
         if limit[0] is not timeout:
             limit = self._limit = (timeout, _limit(timeout))
+        return limit[1]
+
+    def _arguments(self, request: Request, timeout: Timeout, body: _Body) -> dict[str, Any]:
         return {
             "headers": _headers(request.headers),
             "data": request.body,
-            "timeout": limit[1],
+            "timeout": self._timeouts(timeout),
             "content_callback": body.write,
             "allow_redirects": False,  # as httpx: a redirect is an answer, not followed
         }
+
+    def _prepare(self, session: Any, curl: Any, request: Request) -> None:
+        """Set a kept handle up for `request`, unless it is already (see `_send_fast`)."""
+        shape = (request.method, request.url, request.headers, bool(request.body), self._cookies)
+        if self._shapes.get(curl) != shape:
+            _configure(session, curl, request)
+            self._shapes[curl] = shape
+
+    def _take_cookies(self, session: Any, curl: Any, headers: list[tuple[str, str]]) -> None:
+        """The cookies an answer set go into the session's jar, as after the session's own
+        requests, and every handle sends them from its next call on."""
+        if any(name.lower() == "set-cookie" for name, _ in headers):
+            if not session.discard_cookies:
+                changes = curl.getinfo(CurlInfo.COOKIECHANGES)
+                session.cookies.update_cookies_from_curl_changes(changes)
+            self._cookies = next(self._cookie_changes)
 
 
 def _limit(timeout: Timeout) -> tuple[float, float] | None:
@@ -233,6 +259,10 @@ class CurlCffiEngine(_CurlBase, Engine):
     # close() closes the closing thread's only. So the engine keeps the handles its calls used,
     # and close() closes them; a handle in a transfer cannot be touched from another thread
     # (curl has no way to stop a transfer from outside), so its own thread closes it after.
+    #
+    # With its own session, the engine keeps a thread's handle set up from call to call, as the
+    # async engine keeps its pool's (see `_send_fast`), where `Session.request()` resets it and
+    # sets every option again each time.
 
     def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
         body = _Body(max_body)
@@ -245,14 +275,15 @@ class CurlCffiEngine(_CurlBase, Engine):
                 self._handles.add(handle)
                 self._busy.add(handle)
         try:
-            response = session.request(
-                request.method, request.url, **self._arguments(request, timeout, body)
-            )
-        except CurlError as exc:
-            response = _received(body, exc)
-            if response is None:
-                raise _error(exc) from exc
+            if self._owns and _SET_CURL_OPTIONS is not None:
+                status, headers = self._send_fast(session, handle, request, timeout, body)
+            else:
+                status, headers = self._send_session(session, request, timeout, body)
+        except TransportError:
+            raise
         except BaseException:
+            # Interrupted (Ctrl-C): the handle starts afresh on its next call.
+            self._shapes.pop(handle, None)
             _forget_options(handle)
             raise
         finally:
@@ -261,7 +292,49 @@ class CurlCffiEngine(_CurlBase, Engine):
                 closed_meanwhile = self.is_closed and self._owns
             if closed_meanwhile:
                 handle.close()
-        return _CurlResponse(response, self._headers(response), body)
+        return _CurlResponse(status, headers, body)
+
+    def _send_session(
+        self, session: Any, request: Request, timeout: Timeout, body: _Body
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """The call through `Session.request()` (a caller's session, or another curl_cffi)."""
+        try:
+            response = session.request(
+                request.method, request.url, **self._arguments(request, timeout, body)
+            )
+        except CurlError as exc:
+            response = _received(body, exc)
+            if response is None:
+                raise _error(exc) from exc
+        return response.status_code, self._headers(response)
+
+    def _send_fast(
+        self, session: Any, curl: Any, request: Request, timeout: Timeout, body: _Body
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """`Session.request()`'s work on this thread's handle, less what it redoes on every
+        call: as `AsyncCurlCffiEngine._send_fast`, the handle keeps its settings from one call
+        to the next, and each call sets only its body, its timeouts and its callbacks.
+
+        `perform()` frees the handle's header and resolve lists after the transfer unless told
+        not to, and the kept settings still point at them: they stay, until `_configure` frees
+        them as it sets the handle up again, or an interrupt drops them (`_forget_options`).
+        """
+        limit = self._timeouts(timeout)
+        head = _Body(None)  # the header lines, as curl delivers them
+        self._prepare(session, curl, request)
+        _set_call(curl, request, limit, body, head)
+        failure: CurlError | None = None
+        try:
+            curl.perform(clear_headers=False, clear_resolve=False)
+        except CurlError as exc:
+            failure = _failure(exc)
+            self._shapes.pop(curl, None)  # set up afresh on the next call, as the session does
+        status = int(curl.getinfo(CurlInfo.RESPONSE_CODE))
+        headers = _header_lines(head.chunks) if status else []
+        if headers:
+            self._take_cookies(session, curl, headers)
+        _fail(failure, status, body)
+        return status, headers
 
     def close(self) -> None:
         with self._lock:
@@ -278,12 +351,13 @@ class CurlCffiEngine(_CurlBase, Engine):
         if forks != self._forks:  # forked: the parent's handles are not the child's to close
             self._handles = weakref.WeakSet()
             self._busy = set()
+            self._shapes = weakref.WeakKeyDictionary()
         return session
 
 
 class _CurlResponse(Response):
-    def __init__(self, response: Any, headers: list[tuple[str, str]], body: _Body) -> None:
-        self.status_code = response.status_code
+    def __init__(self, status_code: int, headers: list[tuple[str, str]], body: _Body) -> None:
+        self.status_code = status_code
         self.headers = headers
         self._body = body
 
@@ -307,9 +381,6 @@ class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
     def __init__(self, **kwargs: Any) -> None:
         self.check_runnable()  # before curl_cffi's session, which needs asyncio
         super().__init__(**kwargs)
-        # The handles' settings, as `_configure` made them (see `_send_fast`).
-        self._shapes: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
-        self._cookies = 0  # the session's cookie jar's changes so far
 
     async def send(
         self, request: Request, timeout: Timeout, max_body: int | None = None
@@ -344,68 +415,29 @@ class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
         sets only its body, its timeouts and its callbacks, and reads the status and the header
         lines. The session's pool (`max_clients`) still bounds the handles in use.
         """
-        limit = self._limit
-        if limit[0] is not timeout:
-            limit = self._limit = (timeout, _limit(timeout))
+        limit = self._timeouts(timeout)
         curl = await session.pop_curl()
         head = _Body(None)  # the header lines, as curl delivers them
         try:
-            shape = (
-                request.method,
-                request.url,
-                request.headers,
-                bool(request.body),
-                self._cookies,
-            )
-            if self._shapes.get(curl) != shape:
-                _configure(session, curl, request)
-                self._shapes[curl] = shape
-            data = request.body
-            curl.setopt(CurlOpt.POSTFIELDS, data)
-            curl.setopt(CurlOpt.POSTFIELDSIZE, len(data))
-            # As curl_cffi sets a (connect, read) timeout: the connect's, and the whole's; in
-            # whole milliseconds, at least one (curl takes 0 for no limit).
-            if limit[1] is None:
-                connect_ms = total_ms = 0
-            else:
-                connect, rest = limit[1]
-                connect_ms = max(1, int(connect * 1000))
-                total_ms = max(1, int((connect + rest) * 1000))
-            curl.setopt(CurlOpt.CONNECTTIMEOUT_MS, connect_ms)
-            curl.setopt(CurlOpt.TIMEOUT_MS, total_ms)
-            curl.setopt(CurlOpt.WRITEFUNCTION, body.write)
-            curl.setopt(CurlOpt.HEADERFUNCTION, head.write)
+            self._prepare(session, curl, request)
+            _set_call(curl, request, limit, body, head)
             failure: CurlError | None = None
             try:
                 await session.acurl.add_handle(curl)
             except CurlError as exc:
-                # The exception the session raises (its `Timeout` for a timeout, …).
-                code: Any = exc.code
-                failure = curl_requests.exceptions.code2error(code, str(exc))(str(exc), code)
-                failure.__cause__ = exc
+                failure = _failure(exc)
             status = int(curl.getinfo(CurlInfo.RESPONSE_CODE)) if not self.is_closed else 0
         except BaseException:
             # Interrupted (cancelled): the transfer stops, and the handle starts afresh.
             _release(session, curl, reuse=False, shapes=self._shapes)
             raise
         headers = _header_lines(head.chunks) if status else []
-        if headers and any(name.lower() == "set-cookie" for name, _ in headers):
-            # The session's jar takes the cookies, as after its own requests, and every handle
-            # sends them from its next call on.
-            if not session.discard_cookies:
-                changes = curl.getinfo(CurlInfo.COOKIECHANGES)
-                session.cookies.update_cookies_from_curl_changes(changes)
-            self._cookies += 1
+        if headers:
+            self._take_cookies(session, curl, headers)
         _release(session, curl, reuse=failure is None, shapes=self._shapes)
-        if failure is not None:
-            # As `_received`: a failure before the headers is the call's; after them, the
-            # body's (unless the body's limit stopped it: then the core refuses the answer).
-            if not status:
-                raise _error(failure) from failure
-            if not body.cut:
-                body.failure = failure
-        elif not status:
+        if failure is None and not status:
             raise TransportError("the client was closed")
+        _fail(failure, status, body)
         return _AsyncCurlResponse(status, headers, body)
 
     async def aclose(self) -> None:
@@ -451,6 +483,49 @@ def _configure(session: Any, curl: Any, request: Request) -> None:
     )
 
 
+def _set_call(
+    curl: Any, request: Request, limit: tuple[float, float] | None, body: _Body, head: _Body
+) -> None:
+    """Set on a set-up handle what is each call's own: the body, the timeouts, the callbacks."""
+    data = request.body
+    if data or request.method.upper() in ("POST", "PUT", "PATCH"):
+        # Where `set_curl_options` sets a body (the shape says whether there is one): a GET
+        # given a body of none would go out as a POST.
+        curl.setopt(CurlOpt.POSTFIELDS, data)
+        curl.setopt(CurlOpt.POSTFIELDSIZE, len(data))
+    # As curl_cffi sets a (connect, read) timeout: the connect's, and the whole's; in whole
+    # milliseconds, at least one (curl takes 0 for no limit).
+    if limit is None:
+        connect_ms = total_ms = 0
+    else:
+        connect, rest = limit
+        connect_ms = max(1, int(connect * 1000))
+        total_ms = max(1, int((connect + rest) * 1000))
+    curl.setopt(CurlOpt.CONNECTTIMEOUT_MS, connect_ms)
+    curl.setopt(CurlOpt.TIMEOUT_MS, total_ms)
+    curl.setopt(CurlOpt.WRITEFUNCTION, body.write)
+    curl.setopt(CurlOpt.HEADERFUNCTION, head.write)
+
+
+def _failure(exc: CurlError) -> CurlError:
+    """The exception the session would have raised for `exc` (its `Timeout` for a timeout, …)."""
+    code: Any = exc.code
+    failure: CurlError = curl_requests.exceptions.code2error(code, str(exc))(str(exc), code)
+    failure.__cause__ = exc
+    return failure
+
+
+def _fail(failure: CurlError | None, status: int, body: _Body) -> None:
+    """As `_received`: a failure before the headers is the call's; after them, the body's
+    (unless the body's limit stopped it: then the core refuses the answer)."""
+    if failure is None:
+        return
+    if not status:
+        raise _error(failure) from failure
+    if not body.cut:
+        body.failure = failure
+
+
 def _release(session: Any, curl: Any, *, reuse: bool, shapes: Any) -> None:
     """Give a handle back to the session's pool (as its `release_curl()` does), its settings
     kept for the next call if `reuse`, else cleared."""
@@ -481,7 +556,7 @@ def _header_lines(lines: Iterable[bytes]) -> list[tuple[str, str]]:
 
 def _fast_path() -> Any:
     """curl_cffi's `set_curl_options`, if it takes what `_configure` gives (curl_cffi 0.17's),
-    else `None`: the engine then goes through `AsyncSession.request()`."""
+    else `None`: the engines then go through their session's `request()`."""
     try:
         from curl_cffi.requests.utils import set_curl_options
     except ImportError:  # pragma: no cover - another curl_cffi
@@ -494,10 +569,12 @@ def _fast_path() -> Any:
         "curl_options", "queue_class", "event_class",
     }  # fmt: skip
     parameters = inspect.signature(set_curl_options).parameters
-    # And the rest of what `_send_fast` uses of curl_cffi 0.17's insides.
+    # And the rest of what the `_send_fast`s use of curl_cffi 0.17's insides.
+    perform = inspect.signature(curl_cffi.Curl.perform).parameters
     others = (
         hasattr(CurlInfo, "COOKIECHANGES")
         and all(hasattr(curl_requests.AsyncSession, n) for n in ("pop_curl", "push_curl", "acurl"))
+        and {"clear_headers", "clear_resolve"} <= set(perform)
         and hasattr(curl_cffi.Curl, "clean_handles_and_buffers")
         and hasattr(curl_requests.Cookies, "update_cookies_from_curl_changes")
         and hasattr(curl_requests.exceptions, "code2error")
