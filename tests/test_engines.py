@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -743,7 +743,7 @@ class ScriptedServer(SocketServer):
     `replies` in turn (`None`: it reads the request and never answers), and keeps each request's
     head, lower-cased, in `heads`."""
 
-    def __init__(self, replies: list[bytes | None]) -> None:
+    def __init__(self, replies: Sequence[bytes | None]) -> None:
         super().__init__()
         self.replies = list(replies)
         self.heads: list[bytes] = []
