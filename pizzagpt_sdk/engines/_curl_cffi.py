@@ -184,7 +184,10 @@ def _limit(timeout: Timeout) -> tuple[float, float] | None:
     total = timeout.read if timeout.read is not None else timeout.connect
     if total is None:
         return None
-    connect = total if timeout.connect is None else min(timeout.connect, total)
+    # curl counts whole milliseconds, and takes 0 for no limit: a deadline's last fraction of
+    # one is one (for a caller's session too, which converts these itself).
+    total = max(total, 0.001)
+    connect = total if timeout.connect is None else min(max(timeout.connect, 0.001), total)
     return (connect, total - connect)
 
 
