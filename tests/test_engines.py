@@ -16,7 +16,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import anyio
@@ -32,8 +33,10 @@ from pizzagpt_sdk import (
     InvalidTypeError,
     InvalidValueError,
     RetryPolicy,
+    Timeout,
     UsageError,
 )
+from pizzagpt_sdk.core import Request
 from pizzagpt_sdk.engines import AsyncEngine, Engine, TransportError
 from pizzagpt_sdk.testing import FakePizzaGPT, FakeServer, Reply
 
@@ -790,176 +793,105 @@ def _answer(*headers: bytes) -> bytes:
     )
 
 
-def _run_curl_cffi_engine(server: ScriptedServer, calls: Any) -> None:
-    """Run `calls(engine, request)` on the async curl_cffi engine with one handle, so that
-    every call after the first is made on the kept (and configured) handle."""
-    pytest.importorskip("curl_cffi")
-    import asyncio
+CURL_WORLDS = ["blocking", "async"]
+LONG = Timeout(connect=60, read=60, write=60, pool=60)
+Exchange = Callable[[Request, Timeout], bytes]
 
-    from pizzagpt_sdk._protocol import Request
-    from pizzagpt_sdk.engines._curl_cffi import AsyncCurlCffiEngine
 
-    async def main() -> None:
-        engine = AsyncCurlCffiEngine(max_connections=1)
-        request = Request(
-            method="POST",
-            url=server.url + "/api",
-            headers=(("content-type", "application/json"), ("x-a", "1")),
-            body=b'{"question": "Hi"}',
-        )
+@contextlib.contextmanager
+def curl_engine(world: str, *, own_session: bool = False) -> Iterator[Exchange]:
+    """`exchange(request, timeout)`: the whole body of one call on a curl_cffi engine of `world`
+    that holds one curl handle, so that every call after the first is made on the kept (and
+    set-up) handle. The async engine runs in a blocking portal's event loop, the same for every
+    call. `own_session`: the engine is given a curl_cffi session of the caller's, set up as
+    the engine sets up its own, which goes through the session's `request()`."""
+    curl = pytest.importorskip("curl_cffi")
+    from pizzagpt_sdk.engines import AsyncCurlCffiEngine, CurlCffiEngine
+
+    options: dict[str, Any] = {
+        "impersonate": "chrome",
+        "curl_options": {curl.CurlOpt.HTTP_CONTENT_DECODING: 0},
+    }
+    if world == "blocking":
+        session = curl.requests.Session(**options) if own_session else None
+        engine = CurlCffiEngine(http_client=session)
+
+        def exchange(request: Request, timeout: Timeout) -> bytes:
+            response = engine.send(request, timeout)
+            chunks = []
+            while chunk := response.read():
+                chunks.append(chunk)
+            response.close()
+            return b"".join(chunks)
+
         try:
-            # A bound on the whole, only so that a broken timeout fails instead of hanging.
-            await asyncio.wait_for(calls(engine, request), 60)
+            yield exchange
         finally:
-            await engine.aclose()
+            engine.close()
+            if session is not None:
+                session.close()
+        return
 
-    asyncio.run(main())
+    async def make() -> AsyncCurlCffiEngine:
+        if own_session:
+            session = curl.requests.AsyncSession(max_clients=1, **options)
+            return AsyncCurlCffiEngine(http_client=session)
+        return AsyncCurlCffiEngine(max_connections=1)
 
+    async def async_exchange(request: Request, timeout: Timeout) -> bytes:
+        with anyio.fail_after(60):  # a broken timeout fails the test instead of hanging it
+            response = await engine_.send(request, timeout)
+            chunks = []
+            while chunk := await response.aread():
+                chunks.append(chunk)
+            await response.aclose()
+        return b"".join(chunks)
 
-async def _read_all(response: Any) -> bytes:
-    chunks = []
-    while chunk := await response.aread():
-        chunks.append(chunk)
-    await response.aclose()
-    return b"".join(chunks)
-
-
-def test_async_curl_cffi_a_kept_handle_takes_each_calls_own_timeout() -> None:
-    # The engine keeps a curl handle's settings from one call to the next, and sets only each
-    # call's timeouts: a call with a short timeout after one with a long timeout, on the same
-    # handle and connection, ends at its own timeout when the server stalls.
-    from pizzagpt_sdk._models import Timeout
-
-    long = Timeout(connect=60, read=60, write=60, pool=60)
-    short = Timeout(connect=0.2, read=0.3, write=0.3, pool=0.3)
-
-    async def calls(engine: Any, request: Any) -> None:
-        assert await _read_all(await engine.send(request, long)) == b'{"content": "hi"}'
-        with pytest.raises(TransportError) as caught:
-            await engine.send(request, short)
-        assert caught.value.timeout
-        assert library_of(caught.value.__cause__) == "curl_cffi"
-
-    with ScriptedServer([_answer(), None]) as server:
-        _run_curl_cffi_engine(server, calls)
-    assert (server.connections, len(server.heads)) == (1, 2)
+    with anyio.from_thread.start_blocking_portal("asyncio") as portal:
+        engine_ = portal.call(make)
+        try:
+            yield lambda request, timeout: portal.call(async_exchange, request, timeout)
+        finally:
+            portal.call(engine_.aclose)
 
 
-def test_async_curl_cffi_a_kept_handle_is_set_again_for_new_headers_and_cookies() -> None:
-    # A handle set up for one request's headers is set up again for another's; a cookie the
-    # server sets goes into the session's jar and is sent from the next call on, as curl_cffi's
-    # session does.
-    from dataclasses import replace
-
-    from pizzagpt_sdk._models import Timeout
-
-    timeout = Timeout(connect=60, read=60, write=60, pool=60)
-
-    async def calls(engine: Any, request: Any) -> None:
-        await _read_all(await engine.send(request, timeout))
-        await _read_all(await engine.send(request, timeout))
-        other = replace(request, headers=(("content-type", "application/json"), ("x-b", "2")))
-        await _read_all(await engine.send(other, timeout))
-        assert engine._http.cookies.get("flavour") == "basil"
-
-    replies = [_answer(b"set-cookie: flavour=basil"), _answer(), _answer()]
-    with ScriptedServer(replies) as server:
-        _run_curl_cffi_engine(server, calls)
-    third = server.heads[2]
-    cookie, x_a = b"\r\ncookie: flavour=basil", b"\r\nx-a: 1"
-    assert [x_a in head for head in server.heads] == [True, True, False]
-    assert [cookie in head for head in server.heads] == [False, True, True]
-    assert b"\r\nx-b: 2" in third
-    assert server.connections == 1
-
-
-def test_async_curl_cffi_a_timeout_under_a_millisecond_still_bounds_the_call() -> None:
-    # What is left of a deadline can be a fraction of a millisecond: curl counts whole ones,
-    # and takes 0 for "no limit". Against a server that never answers, the call still ends.
-    from pizzagpt_sdk._models import Timeout
-
-    tiny = Timeout(connect=0.0004, read=0.0004, write=0.0004, pool=0.0004)
-
-    async def calls(engine: Any, request: Any) -> None:
-        with pytest.raises(TransportError) as caught:
-            await engine.send(request, tiny)
-        assert caught.value.timeout
-
-    with ScriptedServer([None]) as server:
-        _run_curl_cffi_engine(server, calls)
-
-
-def _run_blocking_curl_cffi_engine(
-    server: ScriptedServer, calls: Any, *, fast: bool = True
-) -> None:
-    """Run `calls(engine, request)` on the blocking curl_cffi engine, in one thread: every call
-    after the first is made on the thread's kept (and configured) handle. `fast=False`: through
-    `Session.request()` instead, as for another curl_cffi."""
-    pytest.importorskip("curl_cffi")
-    from pizzagpt_sdk._protocol import Request
-    from pizzagpt_sdk.engines import _curl_cffi
-
-    engine = _curl_cffi.CurlCffiEngine()
-    request = Request(
+def curl_request(server: ScriptedServer) -> Request:
+    return Request(
         method="POST",
         url=server.url + "/api",
         headers=(("content-type", "application/json"), ("x-a", "1")),
         body=b'{"question": "Hi"}',
     )
-    with pytest.MonkeyPatch.context() as patch:
-        if not fast:
-            patch.setattr(_curl_cffi, "_SET_CURL_OPTIONS", None)
-        try:
-            calls(engine, request)
-        finally:
-            engine.close()
 
 
-def _read_all_blocking(response: Any) -> bytes:
-    chunks = []
-    while chunk := response.read():
-        chunks.append(chunk)
-    response.close()
-    return b"".join(chunks)
-
-
-def test_curl_cffi_a_kept_handle_takes_each_calls_own_timeout() -> None:
-    # As the async engine's: the blocking engine keeps its thread's handle set up between
-    # calls, and sets only each call's timeouts: a short one after a long one still holds.
-    from pizzagpt_sdk._models import Timeout
-
-    long = Timeout(connect=60, read=60, write=60, pool=60)
+@pytest.mark.parametrize("world", CURL_WORLDS)
+def test_curl_cffi_a_kept_handle_takes_each_calls_own_timeout(world: str) -> None:
+    # The engine keeps a curl handle's settings from one call to the next, and sets only each
+    # call's timeouts: a call with a short timeout after one with a long timeout, on the same
+    # handle and connection, ends at its own timeout when the server stalls.
     short = Timeout(connect=0.2, read=0.3, write=0.3, pool=0.3)
-
-    def calls(engine: Any, request: Any) -> None:
-        assert _read_all_blocking(engine.send(request, long)) == b'{"content": "hi"}'
+    with ScriptedServer([_answer(), None]) as server, curl_engine(world) as exchange:
+        assert exchange(curl_request(server), LONG) == b'{"content": "hi"}'
         with pytest.raises(TransportError) as caught:
-            engine.send(request, short)
-        assert caught.value.timeout
-        assert library_of(caught.value.__cause__) == "curl_cffi"
-
-    with ScriptedServer([_answer(), None]) as server:
-        _run_blocking_curl_cffi_engine(server, calls)
+            exchange(curl_request(server), short)
+    assert caught.value.timeout
+    assert library_of(caught.value.__cause__) == "curl_cffi"
     assert (server.connections, len(server.heads)) == (1, 2)
 
 
-def test_curl_cffi_a_kept_handle_is_set_again_for_new_headers_and_cookies() -> None:
-    from dataclasses import replace
-
-    from pizzagpt_sdk._models import Timeout
-
-    timeout = Timeout(connect=60, read=60, write=60, pool=60)
-
-    def calls(engine: Any, request: Any) -> None:
-        _read_all_blocking(engine.send(request, timeout))
-        _read_all_blocking(engine.send(request, timeout))
-        other = replace(request, headers=(("content-type", "application/json"), ("x-b", "2")))
-        _read_all_blocking(engine.send(other, timeout))
-        assert engine._http.cookies.get("flavour") == "basil"
-
+@pytest.mark.parametrize("world", CURL_WORLDS)
+def test_curl_cffi_a_kept_handle_is_set_again_for_new_headers_and_cookies(world: str) -> None:
+    # A handle set up for one request's headers is set up again for another's; a cookie the
+    # server sets goes into the session's jar and is sent from the next call on, as curl_cffi's
+    # session does.
     replies = [_answer(b"set-cookie: flavour=basil"), _answer(), _answer()]
-    with ScriptedServer(replies) as server:
-        _run_blocking_curl_cffi_engine(server, calls)
+    with ScriptedServer(replies) as server, curl_engine(world) as exchange:
+        request = curl_request(server)
+        exchange(request, LONG)
+        exchange(request, LONG)
+        exchange(
+            replace(request, headers=(("content-type", "application/json"), ("x-b", "2"))), LONG
+        )
     cookie, x_a = b"\r\ncookie: flavour=basil", b"\r\nx-a: 1"
     assert [x_a in head for head in server.heads] == [True, True, False]
     assert [cookie in head for head in server.heads] == [False, True, True]
@@ -967,64 +899,43 @@ def test_curl_cffi_a_kept_handle_is_set_again_for_new_headers_and_cookies() -> N
     assert server.connections == 1
 
 
-def test_curl_cffi_a_timeout_under_a_millisecond_still_bounds_a_blocking_call() -> None:
-    from pizzagpt_sdk._models import Timeout
-
+@pytest.mark.parametrize("world", CURL_WORLDS)
+def test_curl_cffi_a_timeout_under_a_millisecond_still_bounds_the_call(world: str) -> None:
+    # What is left of a deadline can be a fraction of a millisecond: curl counts whole ones,
+    # and takes 0 for "no limit". Against a server that never answers, the call still ends.
     tiny = Timeout(connect=0.0004, read=0.0004, write=0.0004, pool=0.0004)
+    with (
+        ScriptedServer([None]) as server,
+        curl_engine(world) as exchange,
+        pytest.raises(TransportError) as caught,
+    ):
+        exchange(curl_request(server), tiny)
+    assert caught.value.timeout
 
-    def calls(engine: Any, request: Any) -> None:
-        with pytest.raises(TransportError) as caught:
-            engine.send(request, tiny)
-        assert caught.value.timeout
 
-    with ScriptedServer([None]) as server:
-        _run_blocking_curl_cffi_engine(server, calls)
-
-
-def test_curl_cffi_a_kept_handle_sends_what_the_session_sends() -> None:
-    # The kept handle's requests are byte for byte the session's own, call after call: with a
-    # body and without, a GET after a POST (a GET is not given an empty body: it would go out
-    # as a POST), a cookie taken on the way.
-    from dataclasses import replace
-
-    from pizzagpt_sdk._models import Timeout
-
-    timeout = Timeout(connect=60, read=60, write=60, pool=60)
-
-    def calls(engine: Any, request: Any) -> None:
-        sequence = [
-            request,
-            request,
-            replace(request, body=b'{"question": "Hello"}'),
-            replace(request, method="GET", body=b""),
-            request,
-        ]
-        for each in sequence:
-            _read_all_blocking(engine.send(each, timeout))
-
+@pytest.mark.parametrize("world", CURL_WORLDS)
+def test_curl_cffi_a_kept_handle_sends_what_the_session_sends(world: str) -> None:
+    # The kept handle's requests are byte for byte what curl_cffi's session sends, call after
+    # call: with a body and without, a GET after a POST (a GET is not given an empty body: it
+    # would go out as a POST), a cookie taken on the way.
     heads = []
-    for fast in (True, False):
+    for own_session in (False, True):
         replies = [_answer(b"set-cookie: flavour=basil")] + [_answer()] * 4
-        with ScriptedServer(replies) as server:
-            host = server.url.removeprefix("http://").encode()  # differs from server to server
-            _run_blocking_curl_cffi_engine(server, calls, fast=fast)
+        with (
+            ScriptedServer(replies) as server,
+            curl_engine(world, own_session=own_session) as exchange,
+        ):
+            request = curl_request(server)
+            host = server.url.removeprefix("http://").encode()  # differs for each server
+            for each in [
+                request,
+                request,
+                replace(request, body=b'{"question": "Hello"}'),
+                replace(request, method="GET", body=b""),
+                request,
+            ]:
+                exchange(each, LONG)
         heads.append([head.replace(host, b"HOST") for head in server.heads])
     assert heads[0] == heads[1]
     assert [head.split(b" ", 1)[0] for head in heads[0]] == [b"post"] * 3 + [b"get", b"post"]
-
-
-def test_async_curl_cffi_a_get_after_a_post_goes_out_as_a_get() -> None:
-    from dataclasses import replace
-
-    from pizzagpt_sdk._models import Timeout
-
-    timeout = Timeout(connect=60, read=60, write=60, pool=60)
-
-    async def calls(engine: Any, request: Any) -> None:
-        await _read_all(await engine.send(request, timeout))
-        await _read_all(await engine.send(replace(request, method="GET", body=b""), timeout))
-
-    with ScriptedServer([_answer(), _answer()]) as server:
-        _run_curl_cffi_engine(server, calls)
-    assert [head.split(b" ", 1)[0] for head in server.heads] == [b"post", b"get"]
-    assert b"content-length" not in server.heads[1]
+    assert b"content-length" not in heads[0][3]
