@@ -4,6 +4,7 @@ every engine that can run in the test's world (`served`)."""
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -15,6 +16,21 @@ from pizzagpt_sdk import Answer, AsyncClient, Client, FinishReason
 from pizzagpt_sdk.testing import FakePizzaGPT, FakeServer
 
 URL = "https://www.pizzagpt.it/api/chatx-completion"
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `condition()` holds, failing the test after `timeout` seconds."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.005)
+
+
+def wait_for_sync(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """`wait_for`, blocking this thread."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.005)
 
 
 def httpx_client_of(client: Client | AsyncClient) -> Any:

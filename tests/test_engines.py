@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -41,7 +43,7 @@ from pizzagpt_sdk.engines import AsyncEngine, Engine, TransportError
 from pizzagpt_sdk.testing import FakePizzaGPT, FakeServer, Reply
 
 from ._socket_server import SocketServer
-from .conftest import MakeSubject, Subject
+from .conftest import MakeSubject, Subject, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -150,17 +152,52 @@ async def test_a_cancelled_call_drops_its_connection(
 
 class RepeatingServer(SocketServer):
     """A raw HTTP/1.1 server on 127.0.0.1 that sends every response twice: in the same TCP
-    segment (`"same-segment"`), or in a second one right after (`"separate-segment"`).
+    segment (`"same-segment"`), or in a second one once the test has the answer and calls
+    `send_extra()` (`"separate-segment"`); or that sends its status line again, alone, that way
+    (`"part-later"`); or what `trailer` says.
 
     The second copy was never asked for: a client that reads it as the answer to its next
-    request on that connection gives one call another call's answer. It answers
-    `{"content": "answer to <question>"}` and counts connections and the copies it sent.
+    request on that connection gives one call another call's answer (a part of one, a broken
+    answer). It answers `{"content": "answer to <question>"}` and counts connections and the
+    extra bytes it sent (`extras_sent`, once per response).
+
+    A segment of its own waits for the test, not for a while: sent a few milliseconds after
+    the response, it can reach a loaded client before the client has read the response, and
+    the two are then read at once, which is the same-segment case (aiohttp drops what follows
+    a response in what it reads at once, and keeps the connection).
     """
 
-    def __init__(self, mode: Literal["same-segment", "separate-segment"]) -> None:
+    def __init__(
+        self,
+        mode: Literal["same-segment", "separate-segment", "part-later"],
+        trailer: Callable[[bytes], tuple[bytes, bool]] | None = None,
+    ) -> None:
         super().__init__()
         self.mode = mode
+        #: What follows a response, and whether in a segment of its own: by default a copy, or
+        #: for "part-later" its first line, alone.
+        self.trailer = trailer or (
+            (lambda response: (response.split(b"\r\n")[0] + b"\r\n", True))
+            if mode == "part-later"
+            else (lambda response: (response, mode == "separate-segment"))
+        )
         self.extras_sent = 0
+        # Responses sent, and how many of them the test has let their extra bytes follow.
+        self._responses = 0
+        self._released = 0
+        self._release = threading.Condition()
+
+    async def send_extra(self) -> None:
+        """The test has the last call's answer: let the bytes after it go, if they go in a
+        segment of their own, and wait until they have reached the client (once per call,
+        whichever way its bytes go). Bytes that come after the next request cannot be told from
+        its answer (docs/reliability.md)."""
+        with self._release:
+            self._released += 1
+            released = self._released
+            self._release.notify_all()
+        await wait_for(lambda: self.extras_sent >= released)
+        await anyio.sleep(0.03)  # sent, and given the time to arrive
 
     def serve(self, connection: socket.socket) -> None:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -193,36 +230,70 @@ class RepeatingServer(SocketServer):
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                     b"content-length: %d\r\n\r\n%s" % (len(body), body)
                 )
-                if self.mode == "same-segment":
-                    connection.sendall(response + response)
+                extra, separate = self.trailer(response)
+                with self._release:
+                    self._responses += 1
+                    number = self._responses
+                if separate:
+                    connection.sendall(response)
+                    with self._release:
+                        while self._released < number:  # until the client has the answer
+                            if self.stopping.is_set():
+                                return
+                            self._release.wait(0.05)
+                    connection.sendall(extra)
                 else:
-                    connection.sendall(response)
-                    time.sleep(0.005)  # a segment of its own
-                    connection.sendall(response)
+                    connection.sendall(response + extra)
                 self.extras_sent += 1
 
 
-@pytest.mark.parametrize("mode", ["same-segment", "separate-segment"])
+@pytest.mark.parametrize("mode", ["same-segment", "separate-segment", "part-later"])
 async def test_a_connection_with_bytes_after_the_response_is_not_reused(
     make_client: MakeSubject,
-    mode: Literal["same-segment", "separate-segment"],
-    request: pytest.FixtureRequest,
+    mode: Literal["same-segment", "separate-segment", "part-later"],
 ) -> None:
     with RepeatingServer(mode) as server:
         client = make_client(base_url=server.url, max_retries=0, timeout=5)
-        if mode == "separate-segment" and client.client.engine == "curl_cffi":
-            reason = "libcurl reuses a connection that received bytes while idle (reliability.md)"
-            request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
         for n in range(4):
             # Every call gets its own answer, never the copy of the one before.
             assert (await client.ask(f"q{n}")).text == f"answer to q{n}"
-            # The copy has arrived before the next call: one that comes later than the next
-            # request cannot be told from its answer (docs/reliability.md).
-            with anyio.fail_after(5):
-                while server.extras_sent <= n:
-                    await anyio.sleep(0.005)
-            await anyio.sleep(0.03)
+            await server.send_extra()  # the copy arrives before the next call
         assert server.connections == 4  # no connection was reused with a copy unread
+
+
+@pytest.mark.parametrize("seed", range(2))
+async def test_any_bytes_after_a_response_never_reach_another_call(
+    make_client: MakeSubject, seed: int
+) -> None:
+    # Whatever follows a response (a copy of it, a part of one, a status line, garbage), in its
+    # segment or one of its own, chosen at random (seeded): every call gets its own answer.
+    # aiohttp alone fails a response followed by garbage in its own segment (its parser drops
+    # the whole segment): an error, retried by default, never another call's answer.
+    rng = random.Random(seed)
+
+    def trailer(response: bytes) -> tuple[bytes, bool]:
+        kind = rng.choice(["copy", "part", "status line", "garbage"])
+        if kind == "copy":
+            extra = response
+        elif kind == "part":
+            extra = response[: rng.randrange(1, len(response))]
+        elif kind == "status line":
+            extra = b"HTTP/1.1 200 OK\r\n"
+        else:
+            extra = rng.randbytes(rng.randrange(1, 200))
+        return extra, rng.random() < 0.5
+
+    with RepeatingServer("same-segment", trailer) as server:
+        client = make_client(base_url=server.url, max_retries=0, timeout=5)
+        for n in range(6):
+            try:
+                answer = (await client.ask(f"q{n}")).text
+            except APIConnectionError:
+                if client.client.engine != "aiohttp":
+                    raise
+            else:
+                assert answer == f"answer to q{n}"
+            await server.send_extra()
 
 
 # Failures: the library's own error is the cause
@@ -251,7 +322,11 @@ async def test_a_read_timeout_is_an_api_timeout_error(
         await client.ask("Hi", max_retries=1)
     assert time.monotonic() - started < 0.4 + SLACK
     assert library_of(caught.value.__cause__) in expected_library(client)
-    assert (served_fake.calls, sleeps) == (2, [0.5])
+    assert sleeps == [0.5]  # one retry
+    # Both requests were sent, but a loaded machine's fake may read the retry after the client
+    # has given up on it (CI saw 1 call here).
+    await wait_for(lambda: served_fake.calls >= 2)
+    assert served_fake.calls == 2
 
 
 async def test_a_read_timeout_counts_from_the_last_bytes_on_a_kept_connection(
@@ -294,6 +369,19 @@ async def test_a_kept_connection_idle_past_its_read_timeout_serves_and_times_out
     with pytest.raises(APITimeoutError):
         await client.ask("Hi")
     assert time.monotonic() - started < 0.2 + SLACK
+
+
+@pytest.mark.parametrize("read", [None, 5.0], ids=["no read timeout", "read timeout"])
+async def test_a_clean_kept_connection_serves_every_call(
+    make_client: MakeSubject, served: FakeServer, served_fake: FakePizzaGPT, read: float | None
+) -> None:
+    # What closes a connection that received bytes while idle (the tests above) leaves a clean
+    # one alone, with a read timeout and without (nor a deadline to cap the reads): one
+    # connection serves every call.
+    client = make_client(timeout=Timeout(connect=5, read=read, write=5, pool=5), deadline=None)
+    served_fake.script(*[Reply.answer(f"a{n}") for n in range(5)])
+    assert [(await client.ask("Hi")).text for _ in range(5)] == [f"a{n}" for n in range(5)]
+    assert served.connections == 1
 
 
 async def test_the_deadline_and_a_per_call_timeout_cap_every_wait(
@@ -939,3 +1027,42 @@ def test_curl_cffi_a_kept_handle_sends_what_the_session_sends(world: str) -> Non
     assert heads[0] == heads[1]
     assert [head.split(b" ", 1)[0] for head in heads[0]] == [b"post"] * 3 + [b"get", b"post"]
     assert b"content-length" not in heads[0][3]
+
+
+def test_curl_cffi_shuts_down_only_the_idle_connections_it_noted_that_received_bytes() -> None:
+    # Before a transfer, the engine looks at the sockets of the connections curl keeps idle, as
+    # it noted them (number and ports), and shuts down those that received bytes meanwhile
+    # (test_a_connection_with_bytes_after_the_response_is_not_reused). Not a socket whose
+    # number now belongs to another connection, nor one that is no socket, nor one in a
+    # transfer, nor one that received nothing.
+    pytest.importorskip("curl_cffi")
+    from pizzagpt_sdk.engines._curl_cffi import _close_unclean
+
+    def ports(sock: socket.socket) -> tuple[int, int]:
+        return sock.getsockname()[1], sock.getpeername()[1]
+
+    with contextlib.ExitStack() as stack, socket.create_server(("127.0.0.1", 0)) as listener:
+        pairs = {}
+        for name in ("stray", "renumbered", "in-transfer", "quiet"):
+            ours = stack.enter_context(socket.create_connection(listener.getsockname()[:2]))
+            theirs = stack.enter_context(listener.accept()[0])
+            if name != "quiet":
+                theirs.sendall(b"HTTP/1.1 200 OK\r\n")
+            pairs[name] = ours
+        read_end, write_end = os.pipe()
+        stack.callback(os.close, read_end)
+        stack.callback(os.close, write_end)
+        os.write(write_end, b"x")
+        idle = {sock.fileno(): ports(sock) for sock in pairs.values()}
+        idle[pairs["renumbered"].fileno()] = (1, 2)
+        idle[read_end] = (3, 4)
+        time.sleep(0.05)  # the bytes arrive
+        _close_unclean(idle, {pairs["in-transfer"].fileno()})
+
+        with pytest.raises(BrokenPipeError):  # shut down
+            pairs["stray"].sendall(b"x")
+        for name in ("renumbered", "in-transfer", "quiet"):
+            pairs[name].sendall(b"x")  # untouched
+        assert os.read(read_end, 1) == b"x"
+        # What was looked at and found readable is forgotten; the rest is kept for next time.
+        assert set(idle) == {pairs["in-transfer"].fileno(), pairs["quiet"].fileno()}

@@ -22,7 +22,7 @@ import pytest
 from pizzagpt_sdk import APITimeoutError, AsyncClient, Client, ClientClosedError, PizzaGPTError
 
 from ._socket_server import SocketServer
-from .conftest import MakeSubject, Subject
+from .conftest import MakeSubject, Subject, wait_for_sync
 
 if TYPE_CHECKING:
     pass
@@ -216,7 +216,7 @@ def close_client_in_flight(client: Subject, server: HoldingServer) -> BaseExcept
     assert isinstance(blocking, Client)
 
     def close_once_waiting() -> None:
-        wait_for(lambda: server.requests == 1)
+        wait_for_sync(lambda: server.requests == 1, timeout=10.0)
         time.sleep(CLOSE_AFTER)
         blocking.close()
 
@@ -253,13 +253,6 @@ async def close_async_client_in_flight(
             await anyio.sleep(CLOSE_AFTER)
             await client.client.aclose()
     return outcome[0]
-
-
-def wait_for(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.005)
 
 
 # The same, through the pool a blocking Client builds for itself (make_client's clients get

@@ -23,6 +23,8 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import select
+import socket
 import ssl
 import threading
 import weakref
@@ -30,6 +32,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import curl_cffi
+from curl_cffi import _wrapper  # cffi's module: ffi and lib
 from curl_cffi import requests as curl_requests
 from curl_cffi.const import CurlInfo, CurlOpt
 from curl_cffi.curl import CURL_WRITEFUNC_ERROR, CurlError
@@ -48,7 +51,7 @@ from ._base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Container, Iterable
 
     from pizzagpt_sdk._models import Timeout
     from pizzagpt_sdk._protocol import Request
@@ -120,6 +123,12 @@ class _CurlBase:
         # (`next()` of a count, which threads cannot both get).
         self._cookies = 0
         self._cookie_changes = itertools.count(1)
+        # The HTTP/1 connections curl keeps idle, to check before reusing (see
+        # `_close_unclean`): the async pool's, and each blocking handle's (a thread's own).
+        self._idle: dict[int, tuple[int, int]] = {}
+        self._idle_of: weakref.WeakKeyDictionary[Any, dict[int, tuple[int, int]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def is_closed(self) -> bool:
@@ -143,6 +152,7 @@ class _CurlBase:
             self._forks = _base.forks
             _PARENTS_POOLS.append(self._http)
             self._http = self._new_http()
+            self._idle, self._idle_of = {}, weakref.WeakKeyDictionary()
         return self._http
 
     def _timeouts(self, timeout: Timeout) -> tuple[float, float] | None:
@@ -229,6 +239,25 @@ class _Body:
             failure, self.failure = self.failure, None
             raise _error(failure) from failure
         return b""
+
+
+class _Head(_Body):
+    """The header lines, as curl delivers them; the socket they came on (curl tells it only
+    during the transfer), and whether the response is HTTP/1."""
+
+    def __init__(self, curl: Any) -> None:
+        super().__init__(None)
+        self._curl = curl
+        self.socket = -1
+        self.http1 = False
+
+    def write(self, chunk: bytes) -> int:
+        if chunk.startswith(b"HTTP/"):  # a status line: a response (or a 1xx) begins
+            self.http1 = chunk.startswith(b"HTTP/1.")
+            if self.socket < 0:
+                self.socket = _socket_info(self._curl, CurlInfo.ACTIVESOCKET)
+        self.chunks.append(chunk)
+        return len(chunk)
 
 
 def _received(body: _Body, exc: CurlError) -> Any:
@@ -323,15 +352,21 @@ class CurlCffiEngine(_CurlBase, Engine):
         them as it sets the handle up again, or an interrupt drops them (`_forget_options`).
         """
         limit = self._timeouts(timeout)
-        head = _Body(None)  # the header lines, as curl delivers them
+        head = _Head(curl)
         self._prepare(session, curl, request)
         _set_call(curl, request, limit, body, head)
+        idle = self._idle_of.get(curl)
+        if idle is None:
+            idle = self._idle_of[curl] = {}
+        _close_unclean(idle, ())  # the handle's connections are this thread's, and all idle
         failure: CurlError | None = None
         try:
             curl.perform(clear_headers=False, clear_resolve=False)
         except CurlError as exc:
             failure = _failure(exc)
             self._shapes.pop(curl, None)  # set up afresh on the next call, as the session does
+        else:
+            _note_connection(curl, head, idle)
         status = int(curl.getinfo(CurlInfo.RESPONSE_CODE))
         headers = _header_lines(head.chunks) if status else []
         if headers:
@@ -420,15 +455,23 @@ class AsyncCurlCffiEngine(_CurlBase, AsyncEngine):
         """
         limit = self._timeouts(timeout)
         curl = await session.pop_curl()
-        head = _Body(None)  # the header lines, as curl delivers them
+        head = _Head(curl)
         try:
             self._prepare(session, curl, request)
             _set_call(curl, request, limit, body, head)
+            acurl = session.acurl
+            # The pool's connections in a transfer are those curl watches (curl_cffi's own book
+            # of them): the others are idle. Without that book, none is known to be idle.
+            busy = getattr(acurl, "_sockfds", None)
+            if busy is not None:
+                _close_unclean(self._idle, busy)
             failure: CurlError | None = None
             try:
-                await session.acurl.add_handle(curl)
+                await acurl.add_handle(curl)
             except CurlError as exc:
                 failure = _failure(exc)
+            else:
+                _note_connection(curl, head, self._idle)
             status = int(curl.getinfo(CurlInfo.RESPONSE_CODE)) if not self.is_closed else 0
         except BaseException:
             # Interrupted (cancelled): the transfer stops, and the handle starts afresh.
@@ -487,7 +530,7 @@ def _configure(session: Any, curl: Any, request: Request) -> None:
 
 
 def _set_call(
-    curl: Any, request: Request, limit: tuple[float, float] | None, body: _Body, head: _Body
+    curl: Any, request: Request, limit: tuple[float, float] | None, body: _Body, head: _Head
 ) -> None:
     """Set on a set-up handle what is each call's own: the body, the timeouts, the callbacks."""
     data = request.body
@@ -508,6 +551,92 @@ def _set_call(
     curl.setopt(CurlOpt.TIMEOUT_MS, total_ms)
     curl.setopt(CurlOpt.WRITEFUNCTION, body.write)
     curl.setopt(CurlOpt.HEADERFUNCTION, head.write)
+
+
+def _note_connection(curl: Any, head: _Head, idle: dict[int, tuple[int, int]]) -> None:
+    """Note the connection a transfer ended on, which curl keeps for another: its socket, with
+    its ports, which tell it from a later socket of the same number (the peer's is asked only
+    for a connection not noted yet). HTTP/1 only: an HTTP/2 connection carries the server's
+    frames between responses, and numbers its streams."""
+    fd = head.socket
+    if fd < 0 or not head.http1:
+        return
+    local = _long_info(curl, CurlInfo.LOCAL_PORT)
+    noted = idle.get(fd)
+    if noted is None or noted[0] != local:
+        idle[fd] = (local, _long_info(curl, CurlInfo.PRIMARY_PORT))
+
+
+# `Curl.getinfo()` builds two tables of types on every call: these ask libcurl directly, for a
+# third of its cost (two of them a call), as curl_cffi 0.17 does inside.
+
+
+def _long_info(curl: Any, option: CurlInfo) -> int:
+    value = _wrapper.ffi.new("long *")
+    return int(value[0]) if _wrapper.lib.curl_easy_getinfo(curl._curl, option, value) == 0 else -1
+
+
+def _socket_info(curl: Any, option: CurlInfo) -> int:
+    value = _wrapper.ffi.new("uintptr_t *")
+    if _wrapper.lib._curl_easy_getinfo_socket(curl._curl, option, value) != 0:
+        return -1
+    fd = int(value[0])
+    return -1 if fd == _SOCKET_BAD else fd
+
+
+def _close_unclean(idle: dict[int, tuple[int, int]], busy: Container[int]) -> None:
+    """Shut down every idle kept connection (not in `busy`) that received bytes since its
+    response, or its end: curl's pool would hand it to the next transfer as it is, and that
+    transfer would read the stray bytes as its answer, another call's (docs/reliability.md).
+
+    One `poll()` of the idle sockets, without waiting. A socket that received bytes is shut
+    down if it is still the connection noted (its ports): curl then finds it dead when it next
+    looks at it, closes it, and connects afresh. The others stay, to be checked next time.
+    """
+    if not idle:
+        return
+    if _POLL:
+        poller = select.poll()
+        for fd in idle:
+            if fd not in busy:
+                poller.register(fd, select.POLLIN | select.POLLPRI)
+        ready = []
+        for fd, events in poller.poll(0):
+            if events & select.POLLNVAL:  # curl closed it meanwhile
+                del idle[fd]
+            else:
+                ready.append(fd)
+    else:  # Windows: select() takes sockets, and more than 1,024 of them
+        fds = [fd for fd in idle if fd not in busy]
+        try:
+            ready = select.select(fds, [], [], 0)[0] if fds else []
+        except OSError:  # a socket curl closed meanwhile
+            ready = []
+    for fd in ready:
+        _shut_down(fd, idle.pop(fd))
+
+
+_POLL = hasattr(select, "poll")
+_SOCKET_BAD = int(_wrapper.ffi.cast("uintptr_t", -1))
+
+
+def _shut_down(fd: int, ports: tuple[int, int]) -> None:
+    """Shut a kept connection's socket down, if `fd` is still that connection (curl keeps the
+    socket: it closes it once it finds it dead)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:  # no longer a socket
+        return
+    try:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and ports == (
+            sock.getsockname()[1],
+            sock.getpeername()[1],
+        ):
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.detach()
 
 
 def _failure(exc: CurlError) -> CurlError:
@@ -581,6 +710,9 @@ def _fast_path() -> Any:
         and hasattr(curl_cffi.Curl, "clean_handles_and_buffers")
         and hasattr(curl_requests.Cookies, "update_cookies_from_curl_changes")
         and hasattr(curl_requests.exceptions, "code2error")
+        and all(
+            hasattr(_wrapper.lib, n) for n in ("curl_easy_getinfo", "_curl_easy_getinfo_socket")
+        )
     )
     if not wanted <= set(parameters) or not others:
         return None  # pragma: no cover - another curl_cffi
