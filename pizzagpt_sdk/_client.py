@@ -457,9 +457,16 @@ class Stream:
                 if isinstance(action, Send):
                     # Stored at once, in the same step: an interrupt in the wait's exit would
                     # otherwise lose the response, and its connection with it (never closed).
-                    self._response = response = self._engine.send(
-                        action.request, action.timeouts, action.max_body
-                    )
+                    try:
+                        self._response = response = self._engine.send(
+                            action.request, action.timeouts, action.max_body
+                        )
+                    except BaseException:
+                        # Maybe as send() returned (Ctrl-C, on Python 3.10): the response is
+                        # lost, and only the engine can still find it.
+                        if self._response is None:
+                            self._engine.abandon(action.request)
+                        raise
                     call.response_received(response.status_code, response.headers)
                 else:
                     # A Receive comes only while a response is open.
@@ -481,6 +488,9 @@ class Stream:
             self._close_response()
 
     def _close_response(self) -> None:
-        response, self._response = self._response, None
+        response = self._response
         if response is not None:
+            # Forgotten only once closed: an interrupt as close() begins leaves it to the
+            # close() that `_step()` then makes (once more is nothing, for a closed response).
             response.close()
+            self._response = None

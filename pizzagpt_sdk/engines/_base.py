@@ -250,6 +250,19 @@ class Engine(_Pooled, abc.ABC):
             TransportError: The request could not be sent, or no response arrived.
         """
 
+    def abandon(self, request: Request) -> None:
+        """Free what `send(request)` still holds when the drive loop never got its response.
+
+        An exception that the drive loop did not expect (Ctrl-C's `KeyboardInterrupt`, or any
+        that a signal handler raises) can land just as `send()` returns: Python 3.10 runs
+        signal handlers right after each call. The response is then lost on its way, and
+        nothing would ever close it (a connection marked active for good). The drive loop
+        calls this then, and also when the exception came from within `send()`: once the
+        engine has freed what the call held, there is nothing left and this does nothing.
+        The default does nothing, which suits an engine whose response holds nothing once
+        `send()` has returned (curl_cffi's, which reads the whole body first).
+        """
+
     @abc.abstractmethod
     def close(self) -> None:
         """Close the pool (never an HTTP client the caller passed in)."""

@@ -40,6 +40,9 @@ __all__ = ["AsyncHttpxEngine", "HttpxEngine"]
 # httpx's default: a connection idle for longer is closed, not reused.
 _KEEPALIVE_EXPIRY = 5.0
 
+# The key, in a request's `extensions`, of the SDK request it was built from (`abandon()`).
+_REQUEST = "pizzagpt_sdk.request"
+
 
 class _HttpxBase:
     """What both worlds share: building the pool and the request. No I/O."""
@@ -163,6 +166,7 @@ class HttpxEngine(_HttpxBase, Engine):
 
     def send(self, request: Request, timeout: Timeout, max_body: int | None = None) -> Response:
         built = self._build(request, timeout)
+        built.extensions[_REQUEST] = request  # httpcore's queue then tells whose call it is
         try:
             response = self._http.send(built, stream=True)
             response.stream = _guard_class(self._module)(response.stream)
@@ -179,6 +183,15 @@ class HttpxEngine(_HttpxBase, Engine):
             for backend in self._backends:
                 backend.shut_down()
             self._http.close()
+
+    def abandon(self, request: Request) -> None:
+        for pool in _pools(self._http):
+            with pool._optional_thread_lock:
+                calls = [r.request.extensions for r in pool._requests]
+            for call in calls:
+                if call.get(_REQUEST) is request:  # in the pool still: nothing closed its response
+                    self._release_interrupted(call)
+                    return
 
     def _release_interrupted(self, call: dict[str, Any]) -> None:
         """Free what a call that an exception interrupted (Ctrl-C's `KeyboardInterrupt`, which
