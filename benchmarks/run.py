@@ -360,23 +360,26 @@ _ONE_AT_A_TIME = ("httpx", "httpx2", "aiohttp", "curl_cffi")
 
 async def _sequential_async(url: str, settings: Settings, results: Results) -> None:
     """µs per call on asyncio, one call at a time: each async engine beside its raw library."""
-    names: list[str] = []
+    groups: list[list[str]] = []  # each engine takes turns with its raw library
     for engine in _ONE_AT_A_TIME:
         row = peers.ENGINE_ROWS[engine]
         _, _, baseline, need = peers.ASYNC_SUBJECTS[row]
         if peers.available(need) and baseline is not None:
-            names += [baseline, row]
+            groups.append([baseline, row])
+            if engine == "aiohttp":
+                # The engine closest to its limit per call gets a control row: its raw library
+                # measured a second time, as if it were another subject, in the same turns.
+                groups[-1].append(baseline + AA)
     subjects: dict[str, peers.AsyncSubject] = {}
     try:
-        for name in names:
-            subjects[name] = await peers.ASYNC_SUBJECTS[name][0](url)
+        for name in (name for group in groups for name in group):
+            subjects[name] = await peers.ASYNC_SUBJECTS[name.removesuffix(AA)][0](url)
         for call, _ in subjects.values():
             for _ in range(max(20, settings.block_calls)):
                 await call()
-        pairs = [names[i : i + 2] for i in range(0, len(names), 2)]
         for round_ in range(settings.blocks):
-            for pair in _rotated(pairs, round_):
-                for name in _rotated(pair, round_):
+            for group in _rotated(groups, round_):
+                for name in _rotated(group, round_):
                     call = subjects[name][0]
                     start, cpu = time.perf_counter(), time.process_time()
                     for _ in range(settings.block_calls):
@@ -1218,8 +1221,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated")
     parser.add_argument("--concurrency", default="64,256", help="calls in flight, comma-separated")
-    parser.add_argument("--blocks", type=int, help="sequential blocks per subject (default 60)")
-    parser.add_argument("--async-rounds", type=int, help="async bursts per subject (default 8)")
+    parser.add_argument(
+        "--blocks", type=int, help=f"sequential blocks per subject (default {Settings.blocks})"
+    )
+    parser.add_argument(
+        "--async-rounds",
+        type=int,
+        help=f"async bursts per subject and level (default {Settings.async_rounds})",
+    )
     parser.add_argument("--json", type=Path, help="also write the samples here")
     parser.add_argument("--markdown", type=Path, help="also write the report here")
     parser.add_argument("--time-limit", type=int, default=1800, help="seconds before giving up")

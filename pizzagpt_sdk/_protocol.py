@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from json.encoder import encode_basestring_ascii as _json_string
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 from ._decoding import ContentDecoder, DecodingError, raw_limit
@@ -69,6 +69,9 @@ _TEXT_OR_NULL = (str, type(None))
 _STOP = FinishReason("stop")
 # A decoder of no codings keeps no state: one serves every body that is not coded.
 _NOT_CODED = ContentDecoder("")
+# json's scanner (its C one), as json.loads() calls it: (value, end) for the value at an index
+# (an attribute of every JSONDecoder, that typeshed leaves out).
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -402,14 +405,18 @@ class ResponseReader:
             except DecodingError as exc:
                 raise self._undecoded(exc) from None
         try:
-            # Most bodies are UTF-8: decoded at once, without the bytes copy and the detection
-            # of json.loads(bytes), whose result is the same (it decodes with 'surrogatepass',
-            # so a UTF-8 failure here, a BOM or UTF-16 fall through to it).
-            document = json.loads(self._buffer.decode())
-        except (ValueError, RecursionError):
+            # Most bodies are UTF-8 and one JSON value with no space around it: decoded at once
+            # and scanned by json's own C scanner, without the bytes copy and the detection of
+            # json.loads(bytes), nor its checks in Python, whose result is the same (it decodes
+            # with 'surrogatepass': a UTF-8 failure here, a BOM, UTF-16, spaces or anything
+            # after the value fall through to it, which also says what is wrong).
+            text = self._buffer.decode()
+            document, end = _scan_json(text, 0)
+        except (ValueError, RecursionError, StopIteration):
             pass
         else:
-            return self._read_document(document, self._buffer)
+            if end == len(text):
+                return self._read_document(document, self._buffer)
         body = bytes(self._buffer)
         try:
             document = json.loads(body)

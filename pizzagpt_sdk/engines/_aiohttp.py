@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+from asyncio import _get_running_loop  # get_running_loop(), with None for no loop
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -81,12 +82,19 @@ class AsyncAiohttpEngine(AsyncEngine):
 
     @property
     def is_closed(self) -> bool:
+        if self._owns:  # the engine's own session: closed only by aclose()
+            return self._closed
         return self._closed or (self._http is not None and self._http.closed)
 
     async def send(
         self, request: Request, timeout: Timeout, max_body: int | None = None
     ) -> AsyncResponse:
-        self.check_runnable()
+        if (
+            self._loop is None
+            or _get_running_loop() is not self._loop
+            or self._loop_forks != _base.forks
+        ):
+            self.check_runnable()  # the loop of every call before, on asyncio: nothing to check
         session = self._http
         if self._owns and (session is None or self._forks != _base.forks):
             session = self._new_session(request.headers)
@@ -147,7 +155,11 @@ class _Connector(aiohttp.TCPConnector):
     response: aiohttp 3.14 reuses that connection all the same (its pool checks only that it is
     open and not too old), and the next request on it gets the queued response, another call's
     answer (aio-libs/aiohttp#13656). The protocol knows: `should_close` is true once anything
-    is queued. Such a connection is closed here, and the next one tried.
+    is queued. A part of a response is not queued but kept in the parser, which reads the next
+    response's bytes after it, and fails the call: the engine's protocol counts the times it
+    began to read with no response being read (`starts`), once per request unless bytes came
+    that no request asked for. Either way the connection is closed here, and the next one
+    tried.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -160,7 +172,11 @@ class _Connector(aiohttp.TCPConnector):
             connection = await super()._get(*args, **kwargs)
             if connection is None or connection.protocol is None:
                 return connection
-            if not connection.protocol.should_close:
+            protocol = connection.protocol
+            stray = False
+            if isinstance(protocol, _KeptReadTimer):
+                stray, protocol.starts = protocol.starts > 1, 0
+            if not stray and not protocol.should_close:
                 return connection
             connection.close()
 
@@ -180,11 +196,20 @@ class _KeptReadTimer(ResponseHandler):
     #: When the read waiting now times out (`loop.time()`); `None` when no read is waiting.
     _read_deadline: float | None = None
     _read_timer_at = 0.0
+    #: Whether a response is being read, and how often one began since the connection left the
+    #: pool (`_Connector`): `start_timeout()` once a request, and bytes no request asked for.
+    #: (A read paused for flow control counts again when it resumes: the connection is then
+    #: not reused, no more.)
+    _reading = False
+    starts = 0
 
     def _reschedule_timeout(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self.starts += 1
         timeout = self._read_timeout
         if not timeout:
-            self._drop_timeout()
+            self._read_deadline = None  # no read timeout (a response is still being read)
             return
         self._read_deadline = deadline = self._loop.time() + timeout
         handle = self._read_timeout_handle
@@ -201,6 +226,7 @@ class _KeptReadTimer(ResponseHandler):
         # No read is waiting: the timer stays, and lapses when it goes off (or serves the kept
         # connection's next response).
         self._read_deadline = None
+        self._reading = False
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
@@ -240,7 +266,11 @@ class _AiohttpResponse(AsyncResponse):
     async def aread(self) -> bytes:
         content = self._response.content
         try:
-            data = await content.readany()
+            # What has arrived already, without a coroutine (a small body comes with its head);
+            # readany() waits only when nothing has.
+            data = content.read_nowait()
+            if not data and not content.at_eof():
+                data = await content.readany()
         except _ERRORS as exc:
             raise _error(exc) from exc
         self.ended = content.at_eof()  # the length was met (or the body's end arrived)
