@@ -43,7 +43,8 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
     install_groups(session, "typecheck")
     session.install("-e", ".")
-    session.run("mypy", "--strict")
+    # Workers for mypy's own processes (mypy 2): 30 s instead of 45 s on two cores, cache cold.
+    session.run("mypy", "--strict", "--num-workers", "auto")
 
 
 @nox.session(python=PYTHONS)
@@ -61,11 +62,13 @@ def tests(session: nox.Session) -> None:
     # workers handed tests in fixed shares, 76 s with six that steal work once idle). Override
     # with `-- -n 0`.
     options = ["--numprocesses=6", "--dist=worksteal"]
-    if session.python not in (PYTHONS[0], COVERAGE_PYTHON):
+    if session.python != COVERAGE_PYTHON:
         # An engine's code is the same on every Python, and its library pinned to one version:
-        # the oldest Python and COVERAGE_PYTHON run every engine in every world; the Pythons
-        # between run every test on the default engine, httpx (in both worlds, on asyncio and
-        # trio), in about half the time.
+        # COVERAGE_PYTHON runs every engine in every world; the other Pythons run every test on
+        # the default engine, httpx (in both worlds, on asyncio and trio), in half the time
+        # (Python 3.10: 65 s instead of 90 s). What differs between Pythons in the package
+        # (asyncio's uncancel(), httpx2's floor) is reached through httpx on asyncio, and mypy
+        # checks every engine against Python 3.10's standard library.
         options.append("--engines=default")
     if session.python != COVERAGE_PYTHON:
         # The docs' examples are text, the same on every Python: COVERAGE_PYTHON runs each one

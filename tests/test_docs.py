@@ -40,12 +40,16 @@ def blocks(language: str) -> list[pytest.ParameterSet]:
 
 @pytest.fixture(scope="module")
 def environment() -> Iterator[dict[str, str]]:
-    """The examples' environment: the SDK pointed at a fake server, no proxies, no secret."""
+    """The examples' environment: the SDK pointed at a fake server, no proxies, no secret.
+
+    Nor coverage's: the code an example calls is measured by the tests, and measuring each
+    example's own process too cost the coverage run 44 s of CPU (110 s instead of 67 s)."""
     with FakePizzaGPT().serve() as server:
         env = {
             name: value
             for name, value in os.environ.items()
-            if not name.upper().endswith("_PROXY") and not name.startswith("PIZZAGPT_")
+            if not name.upper().endswith("_PROXY")
+            and not name.startswith(("PIZZAGPT_", "COVERAGE_PROCESS_"))
         }
         env["PIZZAGPT_BASE_URL"] = server.url
         yield env

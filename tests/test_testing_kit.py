@@ -38,6 +38,7 @@ from pizzagpt_sdk import (
     RateLimitError,
     RetryPolicy,
     SecretRejectedError,
+    Timeout,
 )
 from pizzagpt_sdk.testing import (
     CITATIONS,
@@ -52,6 +53,9 @@ pytest_plugins = ["pytester"]
 
 FAKE_PREFIX = "This is the offline PizzaGPT fake, not a model. You asked: "
 SECRET = {"x-secret": "Marinara"}
+# A short read timeout, and room for the rest: a loaded CI machine once took 0.2 s to connect
+# (a ConnectTimeout where these tests expect a ReadTimeout).
+READ_ONLY = Timeout(connect=10, read=0.2, write=10, pool=10)
 CONVERSATION = [
     {"role": "system", "content": "Be brief"},
     {"role": "user", "content": "Hi"},
@@ -261,7 +265,7 @@ async def test_delay_past_the_read_timeout_times_out(rig: Rig) -> None:
     rig.fake.script(Reply.answer("too late").delay(FOREVER))
     start = time.monotonic()
     with pytest.raises(APITimeoutError) as info:
-        await rig.ask("Hi", timeout=0.2, max_retries=0)
+        await rig.ask("Hi", timeout=READ_ONLY, max_retries=0)
     assert 0.15 <= time.monotonic() - start < 5
     assert isinstance(info.value.__cause__, httpx.ReadTimeout)
 
@@ -279,7 +283,7 @@ async def test_trickle_sends_the_body_in_chunks(rig: Rig) -> None:
 async def test_trickle_past_the_read_timeout_times_out(rig: Rig) -> None:
     rig.fake.script(Reply.answer("x" * 40).trickle(10, interval=FOREVER))
     with pytest.raises(APITimeoutError) as info:
-        await rig.ask("Hi", timeout=0.2, max_retries=0)
+        await rig.ask("Hi", timeout=READ_ONLY, max_retries=0)
     assert isinstance(info.value.__cause__, httpx.ReadTimeout)
 
 
