@@ -3,7 +3,8 @@ memory, against its own HTTP library used raw, and against gpt4free's Pizzagpt p
 
 Every comparison is a ratio of two rows measured side by side in one run. The subjects take
 turns in short slices (blocks of calls, bursts of a fraction of a second, single interpreter
-starts), in a rotating order, so that whatever else the machine does falls on all of them alike;
+starts), in a rotating order, so that whatever else the machine does falls on all of them alike,
+each client in a process of its own, started afresh with each of eight string hash seeds;
 a ratio is the median of the ratios of neighbouring slices, shown with its interquartile range
 as the run's noise, and an A/A row (the same raw client measured twice as if it were two) shows
 how far from 1.00 noise alone moves a ratio. Absolute figures depend on the machine and its load;
@@ -43,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -109,9 +110,10 @@ class Settings:
 
     sections: tuple[str, ...]
     concurrency: tuple[int, ...] = (64, 256)
-    blocks: int = 30  # sequential: blocks per subject ...
+    blocks: int = 32  # sequential: blocks per subject, in `seeds` rounds ...
     block_calls: int = 40  # ... of this many calls
-    async_rounds: int = 5  # async: bursts per subject and concurrency ...
+    seeds: int = 8  # sequential: rounds of fresh processes, round r with PYTHONHASHSEED=r
+    async_rounds: int = 8  # async: bursts per subject and concurrency, one per seed ...
     burst: float = 0.4  # ... counting this many seconds each
     peer_rounds: int = 6  # peers: bursts of the fastest engine and of gpt4free, HTTP and HTTPS
     flight: int = 1024  # inflight: this many calls in flight ...
@@ -127,6 +129,7 @@ class Settings:
 
 QUICK: dict[str, Any] = {
     "blocks": 6,
+    "seeds": 2,
     "block_calls": 20,
     "async_rounds": 2,
     "burst": 0.25,
@@ -327,40 +330,175 @@ async def _server_capacity(url: str, connections: int, duration: float) -> int:
     return sum(counts)
 
 
-# Sequential: µs per call, one call at a time, in blocks that take turns.
+# Sequential: µs per call, one call at a time, in blocks that take turns. Each subject runs in a
+# process of its own, which waits on its stdin between blocks: subjects that share one
+# interpreter change each other's speed. CPython specializes each bytecode of a library for the
+# types that last ran through it (Python 3.11+), so a raw aiohttp session and the aiohttp
+# engine, whose connection protocol is aiohttp's subclassed, undo each other's specializations
+# in aiohttp's code, and whichever ran more calls in the process gains: with aiohttp's A/A row
+# beside them, the engine measured 1.05 to 1.10x raw aiohttp per call in one interpreter and
+# 0.88 to 1.04x in processes of their own. And a process's speed depends on its string hash
+# seed: the aiohttp engine at 64 in flight takes 84 µs of CPU a request with PYTHONHASHSEED 1,
+# 2, 3, 4 or 7, 97 to 99 µs with 0, 5 or 6, for the same instructions (callgrind: 505,197 and
+# 505,960 a request), where raw aiohttp takes 91 to 98. So, as pyperf does, each round starts
+# fresh processes, round r's with PYTHONHASHSEED=r for every subject: every run measures the
+# same eight layouts (benchmarks/README.md).
+
+
+class _SubjectProcess:
+    """One subject in a process of its own (`run.py --subject-worker`) with a given string hash
+    seed: warmed up once started (`ready()`), then one block of calls per `block()`, or one
+    burst per `ask()` for bursts."""
+
+    def __init__(self, kind: str, name: str, url: str, warm_up: int, seed: int) -> None:
+        command = [sys.executable, str(HERE / "run.py"), "--subject-worker", kind, name, url]
+        self.name = name
+        self._process = subprocess.Popen(
+            [*command, str(warm_up)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        )
+
+    def ready(self) -> None:
+        """Wait until it has started and warmed up."""
+        self._read()
+
+    def ask(self, command: str) -> list[float]:
+        """Send one command (see `_subject_worker`): the figures it answers."""
+        assert self._process.stdin is not None
+        self._process.stdin.write(f"{command}\n")
+        self._process.stdin.flush()
+        return [float(part) for part in self._read().split()]
+
+    def block(self, calls: int) -> tuple[float, float]:
+        """Make `calls` calls one after the other: their wall and CPU seconds, per call."""
+        wall, cpu = self.ask(str(calls))
+        return wall / calls, cpu / calls
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()  # the worker stops at the end of its input
+        try:
+            self._process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def _read(self) -> str:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the process of {self.name!r} ended (exit {self._process.wait()})")
+        return line
+
+
+def _subject_worker(kind: str, name: str, url: str, warm_up: int) -> None:
+    """The process of one subject (of `peers.SYNC_SUBJECTS` for `kind` "sync", else of
+    `peers.ASYNC_SUBJECTS`): `warm_up` calls, "ready", then one answer per command read from
+    stdin; it stops at the end of its input. For "sync" and "async" (on asyncio), a command is
+    a number of calls, made one after the other, answered with their wall and CPU seconds; for
+    "bursts-asyncio" and "bursts-trio", it is "<calls in flight> <seconds>", one `_burst()`,
+    answered with its requests per second and CPU µs per request."""
+
+    def commands() -> Iterator[str]:
+        print("ready", flush=True)
+        # Read while the event loop waits too: nothing else is to run meanwhile.
+        yield from sys.stdin
+
+    def report(*figures: float) -> None:
+        print(*figures, flush=True)
+
+    if kind == "sync":
+        call, close = peers.SYNC_SUBJECTS[name][0](url)
+        try:
+            for _ in range(warm_up):
+                call()
+            for command in commands():
+                start, cpu = time.perf_counter(), time.process_time()
+                for _ in range(int(command)):
+                    call()
+                report(time.perf_counter() - start, time.process_time() - cpu)
+        finally:
+            close()
+        return
+
+    async def main() -> None:
+        acall, aclose = await peers.ASYNC_SUBJECTS[name][0](url)
+        try:
+            for _ in range(warm_up):
+                await acall()
+            for command in commands():
+                if kind == "async":
+                    start, cpu = time.perf_counter(), time.process_time()
+                    for _ in range(int(command)):
+                        await acall()
+                    report(time.perf_counter() - start, time.process_time() - cpu)
+                else:
+                    concurrency, seconds = command.split()
+                    report(*await _burst(acall, int(concurrency), float(seconds)))
+                    gc.collect()
+        finally:
+            await aclose()
+
+    anyio.run(main, backend="trio" if kind == "bursts-trio" else "asyncio")
+
+
+@contextlib.contextmanager
+def _processes(
+    kind: str, rows: Iterable[tuple[str, str, str]], warm_up: int, seed: int
+) -> Iterator[dict[str, _SubjectProcess]]:
+    """A process for each row (its name, its subject, the base URL it asks), started side by
+    side and warmed up, with the string hash seed `seed`; stopped on the way out."""
+    processes: dict[str, _SubjectProcess] = {}
+    try:
+        for name, subject, url in rows:
+            processes[name] = _SubjectProcess(kind, subject, url, warm_up, seed)
+        for process in processes.values():
+            process.ready()
+        yield processes
+    finally:
+        for process in processes.values():
+            process.close()
+
+
+def _take_turns(
+    kind: str,
+    groups: list[list[str]],
+    url: str,
+    settings: Settings,
+    results: Results,
+    section: str,
+) -> None:
+    """Run each group's subjects (an `AA`-suffixed name: its subject again) in processes of
+    their own, in blocks that take turns, rotating the groups and the order within each; in
+    `settings.seeds` rounds of fresh processes (see `_SubjectProcess`)."""
+    rows = [(name, name.removesuffix(AA), url) for group in groups for name in group]
+    per_round = max(1, settings.blocks // settings.seeds)
+    for seed in range(settings.seeds):
+        with _processes(kind, rows, max(20, settings.block_calls), seed) as processes:
+            for block in range(seed * per_round, (seed + 1) * per_round):
+                for group in _rotated(groups, block):
+                    for name in _rotated(group, block):
+                        wall, cpu = processes[name].block(settings.block_calls)
+                        results.add(section, name, wall * 1e6)
+                        results.add(f"{section} CPU", name, cpu * 1e6)
 
 
 def _sequential(url: str, settings: Settings, results: Results) -> None:
     names = [name for name, spec in peers.SYNC_SUBJECTS.items() if peers.available(spec[2])]
-    subjects = {name: peers.SYNC_SUBJECTS[name][0](url) for name in names}
-    subjects[peers.RAW_SYNC + AA] = peers.SYNC_SUBJECTS[peers.RAW_SYNC][0](url)
-    try:
-        for call, _ in subjects.values():
-            for _ in range(max(20, settings.block_calls)):  # warm-up: connection, caches
-                call()
-        for round_ in range(settings.blocks):
-            for name in _rotated(list(subjects), round_):
-                call = subjects[name][0]
-                start, cpu = time.perf_counter(), time.process_time()
-                for _ in range(settings.block_calls):
-                    call()
-                wall = (time.perf_counter() - start) / settings.block_calls * 1e6
-                results.add("sequential", name, wall)
-                cpu_us = (time.process_time() - cpu) / settings.block_calls * 1e6
-                results.add("sequential CPU", name, cpu_us)
-    finally:
-        for _, close in subjects.values():
-            close()
-    anyio.run(_sequential_async, url, settings, results, backend="asyncio")
+    _take_turns("sync", [[*names, peers.RAW_SYNC + AA]], url, settings, results, "sequential")
+    _take_turns("async", _async_groups(), url, settings, results, "sequential async")
 
 
 #: The async subjects measured one call at a time too: each engine and its raw library.
 _ONE_AT_A_TIME = ("httpx", "httpx2", "aiohttp", "curl_cffi")
 
 
-async def _sequential_async(url: str, settings: Settings, results: Results) -> None:
-    """µs per call on asyncio, one call at a time: each async engine beside its raw library."""
-    groups: list[list[str]] = []  # each engine takes turns with its raw library
+def _async_groups() -> list[list[str]]:
+    """Each async engine with its raw library, taking turns; aiohttp's with a control row."""
+    groups: list[list[str]] = []
     for engine in _ONE_AT_A_TIME:
         row = peers.ENGINE_ROWS[engine]
         _, _, baseline, need = peers.ASYNC_SUBJECTS[row]
@@ -370,35 +508,15 @@ async def _sequential_async(url: str, settings: Settings, results: Results) -> N
                 # The engine closest to its limit per call gets a control row: its raw library
                 # measured a second time, as if it were another subject, in the same turns.
                 groups[-1].append(baseline + AA)
-    subjects: dict[str, peers.AsyncSubject] = {}
-    try:
-        for name in (name for group in groups for name in group):
-            subjects[name] = await peers.ASYNC_SUBJECTS[name.removesuffix(AA)][0](url)
-        for call, _ in subjects.values():
-            for _ in range(max(20, settings.block_calls)):
-                await call()
-        for round_ in range(settings.blocks):
-            for group in _rotated(groups, round_):
-                for name in _rotated(group, round_):
-                    call = subjects[name][0]
-                    start, cpu = time.perf_counter(), time.process_time()
-                    for _ in range(settings.block_calls):
-                        await call()
-                    wall = (time.perf_counter() - start) / settings.block_calls * 1e6
-                    results.add("sequential async", name, wall)
-                    cpu_us = (time.process_time() - cpu) / settings.block_calls * 1e6
-                    results.add("sequential async CPU", name, cpu_us)
-    finally:
-        for _, aclose in subjects.values():
-            await aclose()
+    return groups
 
 
 # Async: requests per second with N calls in flight (a closed loop of N workers). Each subject
-# runs bursts in turn within one event loop; a burst counts completions for `burst` seconds once
-# a quarter of the workers have finished a call, or after twice `burst` seconds (the ramp-up is
-# not counted: the pools are warm from the start, and waiting for all N would cost seconds at
-# raw httpx's few requests/s at 256), then lets the workers drain for up to `burst` seconds and
-# cancels what is left.
+# runs bursts in turn, in a process and event loop of its own; a burst counts completions for
+# `burst` seconds once a quarter of the workers have finished a call, or after twice `burst`
+# seconds (the ramp-up is not counted: the pools are warm from the start, and waiting for all N
+# would cost seconds at raw httpx's few requests/s at 256), then lets the workers drain for up
+# to `burst` seconds and cancels what is left.
 
 
 @dataclass
@@ -457,11 +575,12 @@ async def _burst(call: peers.AsyncCall, concurrency: int, seconds: float) -> tup
     return counter.counted / elapsed, cpu_used / max(counter.counted, 1) * 1e6
 
 
-#: A row of an async section: its name, its factory, the base URL it asks.
-_Row = tuple[str, Any, str]
+#: A row of an async section: its name, its subject in `peers.ASYNC_SUBJECTS`, the base URL
+#: it asks.
+_Row = tuple[str, str, str]
 
 
-async def _async_backend(
+def _async_backend(
     backend: str,
     settings: Settings,
     groups: list[list[_Row]],
@@ -469,28 +588,24 @@ async def _async_backend(
     levels: Sequence[int],
     rounds: int,
 ) -> None:
-    """Bursts of every subject in turn; a subject and its baseline share a group, and a group's
-    bursts follow one another, so that each ratio compares neighbouring bursts."""
-    subjects: dict[str, peers.AsyncSubject] = {}
-    try:
-        for name, factory, url in (row for group in groups for row in group):
-            subjects[name] = await factory(url)
-        names = [[name for name, _, _ in group] for group in groups]
-        for concurrency in levels:
-            _log(f"  {backend}, {concurrency} in flight: {', '.join(subjects)}")
-            for call, _ in subjects.values():  # warm-up: the pools open their connections
-                await _burst(call, concurrency, 0.05)
-            for round_ in range(rounds):
+    """Bursts of every subject in turn, each subject in a process of its own (see
+    `_SubjectProcess`), fresh in each round, round r's with PYTHONHASHSEED=r; a subject and its
+    baseline share a group, and a group's bursts follow one another, so that each ratio
+    compares neighbouring bursts."""
+    names = [[name for name, _, _ in group] for group in groups]
+    rows = [row for group in groups for row in group]
+    for round_ in range(rounds):
+        with _processes(f"bursts-{backend}", rows, 0, round_) as processes:
+            for concurrency in levels:
+                _log(f"  {backend}, {concurrency} in flight, round {round_ + 1} of {rounds}")
+                for process in processes.values():  # warm-up: the pools open their connections
+                    process.ask(f"{concurrency} 0.05")
                 for group in _rotated(names, round_):
                     for name in _rotated(group, round_):
-                        rate, cpu = await _burst(subjects[name][0], concurrency, settings.burst)
+                        rate, cpu = processes[name].ask(f"{concurrency} {settings.burst}")
                         row = f"{name} [{backend}] @{concurrency}"
                         results.add("async", row, rate)
                         results.add("async CPU", row, cpu)
-                        gc.collect()
-    finally:
-        for _, aclose in subjects.values():
-            await aclose()
 
 
 def _tcp_time_wait() -> int | None:
@@ -508,23 +623,21 @@ def _async(url: str, settings: Settings, results: Results) -> None:
     results.notes.setdefault("time_wait", {})["async start"] = _tcp_time_wait()
     for backend in ("asyncio", "trio"):
         groups: dict[str, list[_Row]] = {}
-        for name, (factory, backends, baseline, need) in peers.ASYNC_SUBJECTS.items():
+        for name, (_, backends, baseline, need) in peers.ASYNC_SUBJECTS.items():
             if backend not in backends or not peers.available(need) or name == peers.GPT4FREE:
                 continue
-            groups.setdefault(baseline or name, []).append((name, factory, url))
+            groups.setdefault(baseline or name, []).append((name, name, url))
         if backend == "asyncio":
             for raw in (peers.RAW_ASYNC, peers.RAW_AIOHTTP):
                 if raw in groups:
-                    groups[raw].append((raw + AA, peers.ASYNC_SUBJECTS[raw][0], url))
-        anyio.run(
-            _async_backend,
+                    groups[raw].append((raw + AA, raw, url))
+        _async_backend(
             backend,
             settings,
             list(groups.values()),
             results,
             settings.concurrency,
             settings.async_rounds,
-            backend=backend,
         )
     results.notes["time_wait"]["async end"] = _tcp_time_wait()
 
@@ -556,31 +669,21 @@ def _peers(server: Server, settings: Settings, results: Results) -> None:
     engine = fastest_engine(results, concurrency)
     results.notes["fastest"] = engine
     row = peers.ENGINE_ROWS[engine]
-    factory = peers.ASYNC_SUBJECTS[row][0]
-    provider = peers.ASYNC_SUBJECTS[peers.GPT4FREE][0]
+    provider = peers.GPT4FREE
     groups: list[list[_Row]] = [
-        [(row + BESIDE, factory, server.url), (peers.GPT4FREE, provider, server.url)]
+        [(row + BESIDE, row, server.url), (peers.GPT4FREE, provider, server.url)]
     ]
     EXTRA_BASELINES[row + BESIDE] = peers.GPT4FREE
     if server.https_url is not None:
         groups.append(
             [
-                (row + BESIDE + HTTPS, factory, server.https_url),
+                (row + BESIDE + HTTPS, row, server.https_url),
                 (peers.GPT4FREE + HTTPS, provider, server.https_url),
             ]
         )
         EXTRA_BASELINES[row + BESIDE + HTTPS] = peers.GPT4FREE + HTTPS
     results.notes.setdefault("time_wait", {})["peers start"] = _tcp_time_wait()
-    anyio.run(
-        _async_backend,
-        "asyncio",
-        settings,
-        groups,
-        results,
-        (concurrency,),
-        settings.peer_rounds,
-        backend="asyncio",
-    )
+    _async_backend("asyncio", settings, groups, results, (concurrency,), settings.peer_rounds)
     results.notes["time_wait"]["peers end"] = _tcp_time_wait()
 
 
@@ -1232,7 +1335,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the samples here")
     parser.add_argument("--markdown", type=Path, help="also write the report here")
     parser.add_argument("--time-limit", type=int, default=1800, help="seconds before giving up")
+    parser.add_argument("--subject-worker", nargs=4, help=argparse.SUPPRESS)  # _SubjectProcess
     args = parser.parse_args(argv)
+    if args.subject_worker:
+        kind, name, url, warm_up = args.subject_worker
+        _subject_worker(kind, name, url, int(warm_up))
+        return
     sections = tuple(part.strip() for part in args.sections.split(",") if part.strip())
     if unknown := set(sections) - set(SECTIONS):
         parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
