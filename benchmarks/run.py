@@ -842,10 +842,13 @@ def _import_wall_ms(name: str) -> float:
     statement = IMPORTS[name][0]
     command = _cli_command() if statement is None else [sys.executable, "-c", statement]
     start = time.perf_counter()
+    # No `timeout=`: with one, subprocess polls the child with sleeps that double up to 50 ms
+    # (on POSIX), and each start's time came out rounded up to 15.5, 31.5, 63.5, 113.5 ms, ...
+    # (`import httpx` took 64 or 114 ms, 65 measured apart). Without, it blocks in waitpid()
+    # and wakes at the exit; the run's alarm (--time-limit) bounds it.
     subprocess.run(
         command,
         check=True,
-        timeout=60,
         env=_ENV,
         cwd=_CWD[0],
         stdin=subprocess.DEVNULL,
