@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-from asyncio import _get_running_loop  # get_running_loop(), with None for no loop
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -89,12 +88,7 @@ class AsyncAiohttpEngine(AsyncEngine):
     async def send(
         self, request: Request, timeout: Timeout, max_body: int | None = None
     ) -> AsyncResponse:
-        if (
-            self._loop is None
-            or _get_running_loop() is not self._loop
-            or self._loop_forks != _base.forks
-        ):
-            self.check_runnable()  # the loop of every call before, on asyncio: nothing to check
+        self.check_runnable()
         session = self._http
         if self._owns and (session is None or self._forks != _base.forks):
             session = self._new_session(request.headers)
